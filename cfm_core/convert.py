@@ -1,0 +1,19 @@
+"""``python -m cfm_core convert-official IN.ckpt OUT.safetensors``: official checkpoint → our format, no code run."""
+from __future__ import annotations
+
+import argparse
+
+from .checkpoint import convert_official
+from .unet import count_parameters
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", help="official fm-boosting Lightning .ckpt")
+    parser.add_argument("dst", help="output .safetensors")
+    parser.add_argument("--online", action="store_true", help="take the online weights instead of the EMA ones")
+
+
+def run(args: argparse.Namespace) -> int:
+    model = convert_official(args.src, args.dst, use_ema=not args.online)
+    print(f"wrote {args.dst}: {count_parameters(model)} parameters, attention layout 'official'")
+    return 0

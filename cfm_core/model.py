@@ -1,0 +1,85 @@
+"""A CFM model: the velocity UNet plus everything needed to run it (its self-description)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from .augment import DEFAULT_NOISE_STEP, alpha_bar
+from .autoencoders import LatentSpec
+from .errors import CFMError
+from .path import check_objective
+from .unet import UNetConfig, VelocityUNet
+
+
+@dataclass(frozen=True)
+class CFMConfig:
+    """Everything a checkpoint says about itself. Stored as JSON in the safetensors metadata."""
+
+    unet: UNetConfig
+    latent: LatentSpec
+    factor: int = 2
+    noise_step: int = DEFAULT_NOISE_STEP
+    objective: str = "cfm"
+    sigma_min: float = 0.0
+    default_solver: str = "euler"
+    default_steps: int = 4
+    upsample: str = "psu"
+    training: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_objective(self.objective)
+        alpha_bar(self.noise_step)
+        if self.factor not in (2, 4):
+            raise CFMError(f"upscale factor={self.factor} is unsupported; use 2 (or 4)")
+        if self.unet.latent_channels != self.latent.channels:
+            raise CFMError(f"UNet latent_channels={self.unet.latent_channels} differs from the latent space's "
+                           f"{self.latent.channels} channels")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["unet"], d["latent"] = self.unet.to_dict(), self.latent.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CFMConfig":
+        d = dict(d)
+        d["unet"] = UNetConfig.from_dict(d["unet"])
+        d["latent"] = LatentSpec.from_dict(d["latent"])
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+class CFMModel(nn.Module):
+    """``model(x_t, t, z_up) -> v`` on model-space latents, with ``model.config`` attached."""
+
+    def __init__(self, config: CFMConfig):
+        super().__init__()
+        self.config = config
+        self.net = VelocityUNet(config.unet)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def check_latent(self, z: torch.Tensor, name: str = "latent") -> None:
+        """One-line errors for the inputs users get wrong."""
+        c = self.config.latent.channels
+        if z.ndim != 4:
+            raise CFMError(f"{name} must be a 4-D [B, C, H, W] tensor, got shape {tuple(z.shape)}")
+        if z.shape[0] == 0:
+            raise CFMError(f"{name} is an empty batch; pass at least one latent")
+        if z.shape[1] != c:
+            raise CFMError(f"{name} has {z.shape[1]} channels but this CFM model expects {c} "
+                           f"({self.config.latent.name}); use a CFM model trained for this latent space")
+        if not torch.isfinite(z).all():
+            raise CFMError(f"{name} contains NaN or inf values; check the sampler/VAE that produced it")
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor | float, z_up: torch.Tensor) -> torch.Tensor:
+        if x_t.shape != z_up.shape:
+            raise CFMError(f"x_t {tuple(x_t.shape)} and z_up {tuple(z_up.shape)} must have the same shape")
+        return self.net(x_t, t, z_up).to(x_t.dtype)

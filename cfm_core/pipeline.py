@@ -1,0 +1,125 @@
+"""The calls the CLI and the ComfyUI nodes make: low-res latent/image → high-res, in one function each."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .autoencoders import LatentSpace, PixelSpace, SpaceToDepth
+from .errors import CFMError
+from .model import CFMModel
+from .path import start_point
+from .solvers import StepInfo, check_solver, check_steps, integrate
+from .tiling import TiledVelocity
+from .upsample import upsample as upsample_latent
+
+MAX_LATENT_SIDE = 8192
+
+
+@dataclass(frozen=True)
+class UpscaleResult:
+    latent: torch.Tensor  # model-space latent at the high resolution, float32
+    nfe: int
+    steps: int
+    seconds: float
+
+
+def boost(model: CFMModel, z_up: torch.Tensor, *, solver: str | None = None, steps: int | None = None,
+          seed: int = 0, noise_step: int | None = None, tile: int | None = None, overlap: int = 8,
+          batch_indices: list[int] | None = None, x0: torch.Tensor | None = None,
+          callback: Callable[[StepInfo], None] | None = None,
+          interrupt: Callable[[], None] | None = None) -> UpscaleResult:
+    """Integrate the coupling ODE from x0 = noise_augment(z_up) to x1, with the clean z_up as context.
+
+    ``x0`` overrides the start (e.g. an already augmented latent from the NoiseAugment node). Regression
+    models (objective l1/l2) take one Euler step from z_up whatever ``solver``/``steps`` say.
+    """
+    cfg = model.config
+    model.check_latent(z_up, "z_up")
+    if max(z_up.shape[-2:]) > MAX_LATENT_SIDE:
+        raise CFMError(f"latent of {z_up.shape[-1]}×{z_up.shape[-2]} exceeds {MAX_LATENT_SIDE} per side; "
+                       "upscale a smaller image")
+    solver = check_solver(solver or cfg.default_solver)
+    steps = check_steps(cfg.default_steps if steps is None else steps)
+    if cfg.objective in ("l1", "l2"):
+        solver, steps = "euler", 1
+    noise_step = cfg.noise_step if noise_step is None else noise_step
+    z_up = z_up.to(model.device, torch.float32)
+    if x0 is None:
+        x0 = start_point(cfg.objective, z_up, noise_step, seed=seed, batch_indices=batch_indices)
+    elif x0.shape != z_up.shape:
+        raise CFMError(f"start latent {tuple(x0.shape)} and context {tuple(z_up.shape)} differ in shape")
+    context = z_up.to(model.dtype)
+
+    def network(x: torch.Tensor, t: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        if interrupt is not None:
+            interrupt()
+        return model(x.to(model.dtype), t, ctx).float()
+
+    velocity = network
+    if tile:
+        velocity = TiledVelocity(network, tile, overlap, stride=cfg.unet.stride, interrupt=interrupt)
+    result = integrate(lambda x, t: velocity(x, t, context), x0.to(model.device), solver=solver, steps=steps,
+                       callback=callback)
+    return UpscaleResult(latent=result.x, nfe=result.nfe, steps=result.steps, seconds=result.seconds)
+
+
+def upscale_latent(model: CFMModel, z_low: torch.Tensor, space: LatentSpace | None, *,
+                   upsample: str | None = None, **kwargs) -> UpscaleResult:
+    """Model-space low-res latent → PSU (or latent resize) → :func:`boost`."""
+    model.check_latent(z_low, "low-res latent")
+    start = time.perf_counter()
+    with torch.no_grad():
+        z_up = upsample_latent(z_low.float(), space, model.config.factor, upsample or model.config.upsample)
+    result = boost(model, z_up, **kwargs)
+    return UpscaleResult(result.latent, result.nfe, result.steps, time.perf_counter() - start)
+
+
+def cascade(models: Sequence[CFMModel], z_low: torch.Tensor, space: LatentSpace | None,
+            **kwargs) -> list[UpscaleResult]:
+    """Chain 2× stages (e.g. 64² → 128² → 256² latents), one model per stage (the same one may repeat)."""
+    if not models:
+        raise CFMError("cascade needs at least one model")
+    results, z = [], z_low
+    for model in models:
+        results.append(upscale_latent(model, z, space, **kwargs))
+        z = results[-1].latent
+    return results
+
+
+def weights_free_space(model: CFMModel) -> LatentSpace:
+    spec = model.config.latent
+    if spec.kind == "pixels":
+        return PixelSpace()
+    if spec.kind == "space_to_depth":
+        return SpaceToDepth(spec.downscale)
+    raise CFMError(f"this model needs the VAE {spec.name!r}; pass it (--vae PATH)")
+
+
+def upscale_image(model: CFMModel, image: torch.Tensor, space: LatentSpace | None = None,
+                  **kwargs) -> tuple[torch.Tensor, UpscaleResult]:
+    """(B, 3, H, W) image in [0, 1] → (B, 3, f·H, f·W) in [0, 1].
+
+    The start point is made as in training: bilinear resize of the image itself, then encode (no decode).
+    """
+    space = space or weights_free_space(model)
+    if image.ndim != 4 or image.shape[1] != 3:
+        raise CFMError(f"image must be [B, 3, H, W] RGB, got shape {tuple(image.shape)}")
+    f, d = model.config.factor, model.config.latent.downscale
+    h, w = image.shape[-2:]
+    if h % d or w % d:
+        raise CFMError(f"image size {w}×{h} must be a multiple of {d} for this model's latent space; crop or pad it")
+    start = time.perf_counter()
+    with torch.no_grad():
+        up = F.interpolate(image.float() * 2 - 1, scale_factor=f, mode="bilinear", align_corners=False)
+        z_up = space.encode(up.to(_space_device(space, model)))
+        result = boost(model, z_up, **kwargs)
+        out = (space.decode(result.latent).float().clamp(-1, 1) + 1) / 2
+    return out.cpu(), UpscaleResult(result.latent, result.nfe, result.steps, time.perf_counter() - start)
+
+
+def _space_device(space: LatentSpace, model: CFMModel) -> torch.device:
+    return getattr(space, "device", model.device)
