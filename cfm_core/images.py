@@ -1,0 +1,90 @@
+"""Reading and writing images: the one place that knows about files, modes and folders."""
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import CFMError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+MAX_PIXELS = 64 * 1024 * 1024  # refuse decompression bombs / images too big to upscale on one machine
+
+
+@dataclass
+class LoadedImage:
+    rgb: torch.Tensor  # (3, H, W) float32 in [0, 1]
+    alpha: torch.Tensor | None  # (1, H, W) float32 in [0, 1], or None
+    path: str
+
+
+def list_images(inputs: list[str] | str, recursive: bool = True) -> list[str]:
+    """Files, folders (searched recursively) and glob patterns → sorted unique image paths."""
+    inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+    found: list[str] = []
+    for item in inputs:
+        if os.path.isdir(item):
+            pattern = os.path.join(item, "**", "*") if recursive else os.path.join(item, "*")
+            found += [p for p in glob.glob(pattern, recursive=recursive) if p.lower().endswith(IMAGE_EXTENSIONS)]
+        elif os.path.isfile(item):
+            found.append(item)
+        else:
+            matches = glob.glob(item, recursive=True)
+            if not matches:
+                raise CFMError(f"input {item!r} is neither a file, a folder nor a matching glob pattern")
+            found += [p for p in matches if os.path.isfile(p)]
+    return sorted(dict.fromkeys(os.path.normpath(p) for p in found))
+
+
+def load_image(path: str, *, keep_alpha: bool = True) -> LoadedImage:
+    """An RGB image in [0, 1], refusing modes whose conversion would silently lose information."""
+    from PIL import Image, UnidentifiedImageError
+
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                raise CFMError(f"{path}: colour mode {mode} is not supported; convert the image to RGB first")
+            if mode in ("I;16", "I;16B", "I;16L", "I", "F") or im.info.get("bits", 8) > 8:
+                raise CFMError(f"{path}: {mode} (16-bit or float) images are not supported; save it as 8-bit RGB")
+            alpha = None
+            if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
+                rgba = im.convert("RGBA")
+                alpha = torch.from_numpy(np.asarray(rgba)[..., 3:].copy()).permute(2, 0, 1).float() / 255
+                im = rgba
+            rgb = np.asarray(im.convert("RGB"))
+    except CFMError:
+        raise
+    except Image.DecompressionBombError:
+        raise CFMError(f"{path}: image is larger than {MAX_PIXELS} pixels; downscale it first") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise CFMError(f"{path}: not a readable image ({exc})") from None
+    tensor = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255
+    return LoadedImage(rgb=tensor, alpha=alpha if keep_alpha else None, path=path)
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(C, H, W) in [0, 1] → (H, W, C) uint8, rounded."""
+    return (image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def save_image(path: str, rgb: torch.Tensor, alpha: torch.Tensor | None = None) -> None:
+    """Write (3, H, W) [+ (1, H, W) alpha] atomically; the format follows the extension."""
+    from PIL import Image
+
+    from .checkpoint import atomic_write
+
+    array = to_uint8(torch.cat([rgb, alpha]) if alpha is not None else rgb)
+    image = Image.fromarray(array, "RGBA" if alpha is not None else "RGB")
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP",
+           ".tif": "TIFF", ".tiff": "TIFF"}.get(os.path.splitext(path)[1].lower())
+    if fmt is None:
+        raise CFMError(f"output {path!r} has an unknown image extension; use .png, .jpg or .webp")
+    if fmt == "JPEG" and alpha is not None:
+        raise CFMError(f"output {path!r}: JPEG cannot store alpha; write .png or pass --drop-alpha")
+    atomic_write(path, lambda tmp: image.save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {})))
