@@ -69,19 +69,28 @@ def check_objective(objective: str) -> None:
 
 def training_loss(velocity: Velocity, x1: torch.Tensor, z_up: torch.Tensor, objective: str = "cfm", *,
                   noise_step: int = DEFAULT_NOISE_STEP, sigma_min: float = 0.0,
-                  generator: torch.Generator | None = None) -> LossResult:
-    """The loss of one batch for ``objective`` (see the module docstring)."""
+                  generator: torch.Generator | None = None, t: torch.Tensor | None = None,
+                  noise: torch.Tensor | None = None) -> LossResult:
+    """The loss of one batch for ``objective`` (see the module docstring).
+
+    ``t`` and ``noise`` may be given to make the batch independent of how it is split across processes;
+    otherwise they are drawn from ``generator``.
+    """
     check_objective(objective)
     b = x1.shape[0]
-    dev = generator.device if generator is not None else "cpu"
     if objective in ("l1", "l2"):
         t = torch.zeros(b, device=x1.device)
         v = velocity(z_up, t, z_up).float()
         err = v - (x1 - z_up).float()
         loss = err.abs().mean() if objective == "l1" else err.square().mean()
         return LossResult(loss=loss, t=t)
-    x0 = start_point(objective, z_up, noise_step, generator=generator)
-    t = torch.rand(b, generator=generator, device=dev).to(x1.device)
+    if noise is None:
+        noise = gaussian_like(z_up, generator=generator)
+    x0 = noise_augment(z_up, noise_step, noise=noise) if objective == "cfm" else noise.to(z_up.dtype)
+    if t is None:
+        dev = generator.device if generator is not None else "cpu"
+        t = torch.rand(b, generator=generator, device=dev)
+    t = t.to(x1.device)
     s = CouplingPath(sigma_min).sample(x0, x1, t)
     v = velocity(s.x_t, t, z_up).float()
     return LossResult(loss=F.mse_loss(v, s.target.float()), t=t)

@@ -23,6 +23,23 @@ def resize_pixels(pixels: torch.Tensor, factor: float, mode: str = "bilinear") -
     return F.interpolate(pixels, size=size, mode=mode)
 
 
+def make_low_res(high_res: torch.Tensor, factor: int = 2, method: str = "bilinear") -> torch.Tensor:
+    """The training/evaluation degradation: downsample (B, C, H, W) by ``factor``.
+
+    ``bilinear`` (the paper's choice) uses antialiasing so that factors above 2 do not alias; at exactly 2× a
+    plain bilinear downsample would be a 2×2 average. ``area`` is the 2×2 (f×f) box average.
+    """
+    h, w = high_res.shape[-2:]
+    if h % factor or w % factor:
+        raise CFMError(f"image size {w}×{h} is not a multiple of the factor {factor}")
+    size = (h // factor, w // factor)
+    if method == "area":
+        return F.interpolate(high_res, size=size, mode="area")
+    if method in ("bilinear", "bicubic"):
+        return F.interpolate(high_res, size=size, mode=method, align_corners=False, antialias=True)
+    raise CFMError(f"downsample method {method!r} is unknown; use bilinear, bicubic or area")
+
+
 def pixel_space_upsample(z: torch.Tensor, space: LatentSpace, factor: int = 2,
                          mode: str = "bilinear") -> torch.Tensor:
     """PSU: encode(resize(decode(z), ×factor)). ``z`` and the result are model-space latents."""

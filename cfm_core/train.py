@@ -1,0 +1,392 @@
+"""``python -m cfm_core train``: a folder of images → a self-describing CFM model.
+
+Defaults follow the official training: Adam (no weight decay), lr 3e-5 with a 1000-step linear warm-up, EMA
+0.999 with a 1000-step copy phase and power-3/4 warm-up, no gradient clipping, bf16 autocast where supported.
+
+Multi-process training uses ``torchrun`` + DistributedDataParallel (gloo on CPU, nccl on GPU): it ships with
+torch, so it adds no dependency and no launcher config, and it is what rented multi-GPU boxes already run.
+Every sample, its t and its noise are functions of (seed, step, position in the global batch), so the same
+global batch gives the same loss curve with any number of processes, and ``--resume`` continues exactly.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+
+import torch
+import torch.distributed as dist
+
+from .augment import _mix64, batch_stable_noise
+from .autoencoders import DiffusersVAE, LatentSpace, PixelSpace, SpaceToDepth
+from .checkpoint import atomic_write, save_model
+from .data import LatentCache, LatentSource, PairSource, PairSpec, scan_images
+from .ema import EMA
+from .errors import CFMError
+from .model import CFMConfig, CFMModel
+from .path import OBJECTIVES, training_loss
+from .unet import PRESETS, preset
+
+STATE_FILE = "train_state.pt"
+MODEL_FILE = "model.safetensors"
+LOG_FILE = "log.jsonl"
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", nargs="+", required=True, help="folder(s), files or globs of training images")
+    g.add_argument("--crop", type=int, default=128, help="square high-res crop size in pixels (default 128)")
+    g.add_argument("--factor", type=int, default=2, choices=(2, 4), help="upscale factor (default 2)")
+    g.add_argument("--downsample", default="bilinear", choices=("bilinear", "bicubic", "area"),
+                   help="how low-res inputs are made from the crops (default bilinear, antialiased)")
+    g.add_argument("--degrade", default=None,
+                   help="degradations of the low-res side for real-world SR, e.g. 'blur=0.2-1.5,noise=0-0.03,jpeg=60-95'")
+    g.add_argument("--cache-dir", default=None, help="latent cache folder for VAE spaces (default OUT/cache)")
+    g.add_argument("--cache-size", type=int, default=None, help="cached samples (default 32 per image)")
+    g = p.add_argument_group("latent space")
+    g.add_argument("--space", default="pixels", help="pixels | s2d2 | s2d4 | vae (needs --vae) (default pixels)")
+    g.add_argument("--vae", default=None, help="diffusers AutoencoderKL: local .safetensors file or folder")
+    g.add_argument("--vae-name", default=None, help="name stored in the model for the VAE (e.g. sd15, sdxl)")
+    g.add_argument("--scale-factor", type=float, default=None, help="latent scale factor (default: VAE config)")
+    g = p.add_argument_group("model")
+    g.add_argument("--preset", default="small", choices=sorted(PRESETS), help="UNet architecture (default small)")
+    g.add_argument("--model-channels", type=int, default=None)
+    g.add_argument("--channel-mult", default=None, help="comma list, e.g. 1,2,2,4")
+    g.add_argument("--num-res-blocks", type=int, default=None)
+    g.add_argument("--attention-resolutions", default=None, help="comma list of downsample factors ('' = none)")
+    g.add_argument("--num-heads", type=int, default=None)
+    g.add_argument("--dim-head", type=int, default=None)
+    g.add_argument("--objective", default="cfm", choices=OBJECTIVES, help="cfm (default), fm, l2 or l1")
+    g.add_argument("--noise-step", type=int, default=400, help="noise augmentation step of 1000 (default 400)")
+    g.add_argument("--sigma-min", type=float, default=0.0)
+    g.add_argument("--default-steps", type=int, default=4, help="integration steps stored as the model's default")
+    g.add_argument("--default-solver", default="euler", help="solver stored as the model's default")
+    g.add_argument("--init-from", default=None, help="start from this CFM .safetensors (fine-tuning)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--batch-size", type=int, default=8, help="per-process micro-batch (default 8)")
+    g.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step (default 1)")
+    g.add_argument("--lr", type=float, default=3e-5, help="Adam learning rate (default 3e-5, as official)")
+    g.add_argument("--warmup", type=int, default=1000, help="linear warm-up steps (default 1000)")
+    g.add_argument("--ema-decay", type=float, default=0.999)
+    g.add_argument("--ema-start", type=int, default=1000, help="steps of plain copy before averaging")
+    g.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="autocast precision (auto: bf16 on GPUs that support it, fp32 on CPU)")
+    g.add_argument("--grad-checkpointing", action="store_true", help="trade compute for activation memory")
+    g.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("run")
+    g.add_argument("--out", required=True, help="run folder: state, log, loss curve, exported model")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    g.add_argument("--max-steps", type=int, default=10000)
+    g.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this wall time")
+    g.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (default 500)")
+    g.add_argument("--log-every", type=int, default=10)
+    g.add_argument("--export", default=None, help="also write the EMA model here (.safetensors)")
+    g.add_argument("--export-dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    g.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
+    g.add_argument("--quiet", action="store_true")
+
+
+# ------------------------------------------------------------------ setup helpers
+
+def build_space(args: argparse.Namespace, device: torch.device) -> LatentSpace:
+    if args.space == "pixels":
+        return PixelSpace()
+    if args.space.startswith("s2d"):
+        try:
+            return SpaceToDepth(int(args.space[3:]))
+        except ValueError:
+            raise CFMError(f"--space {args.space!r}: write s2dN with an integer N, e.g. s2d2") from None
+    if args.space == "vae":
+        if not args.vae:
+            raise CFMError("--space vae needs --vae PATH (a diffusers AutoencoderKL file or folder)")
+        return DiffusersVAE.load(args.vae, scale_factor=args.scale_factor, name=args.vae_name, device=device)
+    raise CFMError(f"--space {args.space!r} is unknown; use pixels, s2d2, s2d4 or vae")
+
+
+def _int_list(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise CFMError(f"{text!r} is not a comma-separated list of integers") from None
+
+
+def build_config(args: argparse.Namespace, space: LatentSpace) -> CFMConfig:
+    overrides = {k: v for k, v in {
+        "model_channels": args.model_channels, "channel_mult": _int_list(args.channel_mult),
+        "num_res_blocks": args.num_res_blocks, "attention_resolutions": _int_list(args.attention_resolutions),
+        "num_heads": args.num_heads, "dim_head": args.dim_head}.items() if v is not None}
+    unet = preset(args.preset, space.spec.channels, **overrides)
+    return CFMConfig(unet=unet, latent=space.spec, factor=args.factor, noise_step=args.noise_step,
+                     objective=args.objective, sigma_min=args.sigma_min, default_solver=args.default_solver,
+                     default_steps=1 if args.objective in ("l1", "l2") else args.default_steps,
+                     upsample="psu")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def pick_precision(name: str, device: torch.device) -> str:
+    if name != "auto":
+        return name
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def learning_rate(step: int, base: float, warmup: int) -> float:
+    return base * min(1.0, (step + 1) / warmup) if warmup > 0 else base
+
+
+# ------------------------------------------------------------------ state
+
+def _save_state(path: str, state: dict) -> None:
+    try:
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise CFMError(f"disk full while writing {path}; the previous checkpoint is intact — free space and "
+                           "rerun with --resume") from None
+        raise
+
+
+def _load_state(path: str) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CFMError(f"training state {path!r} is unreadable ({exc}); start a new --out") from None
+
+
+def export_model(ema: EMA, config: CFMConfig, path: str, dtype: str, summary: dict) -> None:
+    model = CFMModel(replace(config, training=summary))
+    model.net.load_state_dict(ema.model.state_dict())
+    dt = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    try:
+        save_model(model, path, dtype=dt)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise CFMError(f"disk full while writing {path}; nothing was overwritten — free space and retry") from None
+        raise
+
+
+def plot_loss(log_path: str, png_path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, losses = [], []
+    with open(log_path) as fh:
+        for line in fh:
+            rec = json.loads(line)
+            steps.append(rec["step"])
+            losses.append(rec["loss"])
+    if not steps:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, losses, lw=0.8)
+    ax.set(xlabel="step", ylabel="loss", yscale="log", title="training loss")
+    fig.tight_layout()
+    atomic_write(png_path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------ the loop
+
+class Trainer:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.device = pick_device(args.device)
+        if self.world > 1:
+            if self.device.type == "cuda":
+                self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        self.precision = pick_precision(args.precision, self.device)
+        self.space = build_space(args, self.device)
+        self.config = build_config(args, self.space)
+        os.makedirs(args.out, exist_ok=True)
+        self.state_path = os.path.join(args.out, STATE_FILE)
+        self.model = CFMModel(self.config).to(self.device)
+        self.model.net.gradient_checkpointing = args.grad_checkpointing
+        self.step = 0
+        if args.init_from:
+            self._init_from(args.init_from)
+        self.ema = EMA(self.model.net, args.ema_decay, args.ema_start)
+        self.optim = torch.optim.Adam(self.model.net.parameters(), lr=args.lr, weight_decay=0.0)
+        if args.resume:
+            self._resume()
+        elif os.path.exists(self.state_path):
+            raise CFMError(f"--out {args.out!r} already holds a run; pass --resume to continue it or pick a new --out")
+        self.net = self.model.net
+        if self.world > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model.net)
+        self.source = self._data()
+
+    def _init_from(self, path: str) -> None:
+        from .checkpoint import load_model
+        src = load_model(path)
+        if src.config.unet != self.config.unet:
+            raise CFMError(f"--init-from {path!r} has architecture {src.config.unet} but the flags build "
+                           f"{self.config.unet}; pass matching --preset/architecture flags")
+        self.model.net.load_state_dict(src.net.state_dict())
+
+    def _resume(self) -> None:
+        if not os.path.isfile(self.state_path):
+            raise CFMError(f"--resume: no {STATE_FILE} in {self.args.out!r}; drop --resume to start a new run")
+        state = _load_state(self.state_path)
+        saved = CFMConfig.from_dict(json.loads(state["config"]))
+        if saved.unet != self.config.unet or saved.latent != self.config.latent:
+            raise CFMError(f"--resume: the run in {self.args.out!r} has architecture {saved.unet.to_dict()} in "
+                           f"space {saved.latent.name!r}; pass the same model/space flags as when it started")
+        self.model.net.load_state_dict(state["net"])
+        self.ema.model.load_state_dict(state["ema"])
+        self.optim.load_state_dict(state["optim"])
+        self.step = int(state["step"])
+        self.elapsed_before = float(state.get("elapsed", 0.0))
+
+    def _data(self):
+        a = self.args
+        spec = PairSpec(crop=a.crop, factor=a.factor, downsample=a.downsample)
+        degradation = None
+        if a.degrade:
+            from .degrade import parse_degradation
+            degradation = parse_degradation(a.degrade)
+        unit = a.factor * self.space.spec.downscale * self.config.unet.stride
+        if a.crop % unit:
+            raise CFMError(f"--crop {a.crop} must be a multiple of {unit} (factor × latent downscale × UNet stride)")
+        paths = scan_images(a.data, a.crop)
+        self.num_images = len(paths)
+        pairs = PairSource(paths, spec, a.seed, degradation)
+        if self.space.spec.kind != "vae":
+            return LatentSource(pairs, self.space, self.device)
+        cache = LatentCache(a.cache_dir or os.path.join(a.out, "cache"), pairs, self.space,
+                            a.cache_size or 32 * len(paths), a.seed, self.device)
+        if self.rank == 0:
+            cache.build(progress=not a.quiet)
+        if self.world > 1:
+            dist.barrier()
+        return cache
+
+    # one optimisation step over the global batch (world × grad_accum × batch_size samples)
+    def _step(self) -> float:
+        a, B = self.args, self.args.batch_size
+        G = B * a.grad_accum * self.world
+        first = self.step * G
+        gen = torch.Generator().manual_seed(_mix64(a.seed, self.step, 0x71))
+        t_all = torch.rand(G, generator=gen)
+        lr = learning_rate(self.step, a.lr, a.warmup)
+        for group in self.optim.param_groups:
+            group["lr"] = lr
+        self.optim.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.device)
+        for micro in range(a.grad_accum):
+            positions = [(micro * self.world + self.rank) * B + j for j in range(B)]
+            x1, z_up = self.source.batch([first + p for p in positions])
+            noise = batch_stable_noise(tuple(x1.shape), _mix64(a.seed, self.step), positions, self.device)
+            sync = (contextlib.nullcontext() if self.world == 1 or micro == a.grad_accum - 1
+                    else self.net.no_sync())
+            with sync, self._autocast():
+                res = training_loss(self.net, x1, z_up, self.config.objective, noise_step=self.config.noise_step,
+                                    sigma_min=self.config.sigma_min, t=t_all[positions], noise=noise)
+                (res.loss / a.grad_accum).backward()
+            total += res.loss.detach() / a.grad_accum
+        if self.world > 1:
+            dist.all_reduce(total)
+            total /= self.world
+        self.optim.step()
+        self.step += 1
+        self.ema.update(self.model.net, self.step)
+        return float(total)
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def save(self, elapsed: float) -> None:
+        if self.rank:
+            return
+        state = {"step": self.step, "net": self.model.net.state_dict(), "ema": self.ema.model.state_dict(),
+                 "optim": self.optim.state_dict(), "config": json.dumps(self.config.to_dict()),
+                 "args": json.dumps(vars(self.args)), "elapsed": elapsed}
+        _save_state(self.state_path, state)
+
+    def summary(self, elapsed: float, last_loss: float) -> dict:
+        a = self.args
+        return {"steps": self.step, "global_batch": a.batch_size * a.grad_accum * self.world, "lr": a.lr,
+                "objective": a.objective, "crop": a.crop, "images": self.num_images, "seed": a.seed,
+                "seconds": round(elapsed, 1), "final_loss": round(last_loss, 6), "precision": self.precision,
+                "processes": self.world, "device": str(self.device), "machine": platform.processor() or
+                platform.machine(), "torch": torch.__version__, "data": [os.path.basename(os.path.normpath(d))
+                                                                         for d in a.data]}
+
+    def run(self) -> dict:
+        a = self.args
+        start = time.time() - getattr(self, "elapsed_before", 0.0)
+        session_start = time.time()
+        log_path = os.path.join(a.out, LOG_FILE)
+        from tqdm import tqdm
+        bar = tqdm(total=a.max_steps, initial=self.step, disable=a.quiet or self.rank > 0, desc="train")
+        last_loss, window, t_window = float("nan"), [], time.time()
+        self.net.train()
+        try:
+            while self.step < a.max_steps:
+                if a.max_minutes is not None and time.time() - session_start > a.max_minutes * 60:
+                    break
+                loss = self._step()
+                if loss != loss:
+                    raise CFMError(f"loss became NaN at step {self.step}; lower --lr or use --precision fp32")
+                last_loss = loss
+                window.append(loss)
+                bar.update(1)
+                if self.step % a.log_every == 0 and self.rank == 0:
+                    dt = time.time() - t_window
+                    rate = len(window) * a.batch_size * a.grad_accum * self.world / max(dt, 1e-9)
+                    rec = {"step": self.step, "loss": sum(window) / len(window), "lr": self.optim.param_groups[0]["lr"],
+                           "samples_per_s": round(rate, 3), "elapsed": round(time.time() - start, 1)}
+                    with open(log_path, "a") as fh:
+                        fh.write(json.dumps(rec) + "\n")
+                    bar.set_postfix(loss=f"{rec['loss']:.4f}", sps=f"{rate:.2f}")
+                    window, t_window = [], time.time()
+                if self.step % a.save_every == 0:
+                    self.save(time.time() - start)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted at step {self.step}; saving so that --resume continues", file=sys.stderr)
+        finally:
+            bar.close()
+        elapsed = time.time() - start
+        self.save(elapsed)
+        summary = self.summary(elapsed, last_loss)
+        if self.rank == 0:
+            export_model(self.ema, self.config, os.path.join(a.out, MODEL_FILE), a.export_dtype, summary)
+            if a.export:
+                export_model(self.ema, self.config, a.export, a.export_dtype, summary)
+            if os.path.isfile(log_path):
+                plot_loss(log_path, os.path.join(a.out, "loss.png"))
+        if self.world > 1:
+            dist.barrier()
+            dist.destroy_process_group()
+        return summary
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = Trainer(args).run()
+    if int(os.environ.get("RANK", "0")) == 0 and not args.quiet:
+        print(json.dumps(summary))
+    return 0
