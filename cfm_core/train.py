@@ -221,6 +221,7 @@ class Trainer:
         self.config = build_config(args, self.space)
         os.makedirs(args.out, exist_ok=True)
         self.state_path = os.path.join(args.out, STATE_FILE)
+        torch.manual_seed(args.seed)  # the initial weights are part of the run's reproducibility
         self.model = CFMModel(self.config).to(self.device)
         self.model.net.gradient_checkpointing = args.grad_checkpointing
         self.step = 0

@@ -1,0 +1,144 @@
+"""Training: resume exactness, 2-process equivalence, the latent cache, and bad inputs."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from cfm_core import __main__ as cli
+from cfm_core import load_model
+from cfm_core.errors import CFMError
+
+TINY = ["--preset", "tiny", "--model-channels", "32", "--channel-mult", "1,2", "--num-res-blocks", "1",
+        "--attention-resolutions", "", "--crop", "32", "--warmup", "2", "--ema-start", "1", "--lr", "1e-3",
+        "--log-every", "1", "--save-every", "100", "--quiet", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory):
+    import skimage.data
+
+    folder = tmp_path_factory.mktemp("photos")
+    for name in ("astronaut", "coffee"):
+        Image.fromarray(getattr(skimage.data, name)()[:96, :96]).save(folder / f"{name}.png")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    Image.new("RGB", (8, 8)).save(folder / "tiny.png")
+    return str(folder)
+
+
+def _train(data, out, *extra):
+    return cli.main(["train", "--data", data, "--out", str(out), *TINY, *extra])
+
+
+def _losses(out):
+    with open(os.path.join(out, "log.jsonl")) as fh:
+        return [json.loads(line)["loss"] for line in fh]
+
+
+def test_train_writes_model_log_and_plot(photo_dir, tmp_path, capsys):
+    assert _train(photo_dir, tmp_path / "run", "--space", "s2d2", "--max-steps", "3", "--batch-size", "2") == 0
+    assert "skipped 1 unreadable and 1 smaller" in capsys.readouterr().err
+    model = load_model(str(tmp_path / "run" / "model.safetensors"))
+    assert model.config.training["steps"] == 3 and model.config.latent.kind == "space_to_depth"
+    assert len(_losses(tmp_path / "run")) == 3
+    assert (tmp_path / "run" / "loss.png").stat().st_size > 0
+
+
+def test_resume_continues_exactly(photo_dir, tmp_path):
+    args = ("--space", "s2d2", "--batch-size", "2", "--seed", "3")
+    _train(photo_dir, tmp_path / "straight", *args, "--max-steps", "4")
+    _train(photo_dir, tmp_path / "split", *args, "--max-steps", "2")
+    _train(photo_dir, tmp_path / "split", *args, "--max-steps", "4", "--resume")
+    assert _losses(tmp_path / "straight") == _losses(tmp_path / "split")
+    a = load_model(str(tmp_path / "straight" / "model.safetensors")).state_dict()
+    b = load_model(str(tmp_path / "split" / "model.safetensors")).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_processes_match_one(photo_dir, tmp_path):
+    """Same global batch (1 process × 4 vs 2 processes × 2, gloo) ⇒ the same loss curve."""
+    common = ["--data", photo_dir, *TINY, "--space", "s2d2", "--max-steps", "3", "--seed", "1"]
+    assert cli.main(["train", *common, "--out", str(tmp_path / "one"), "--batch-size", "4"]) == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "cfm_core", "train", *common, "--out", str(tmp_path / "two"), "--batch-size", "2"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert len(one) == len(two) == 3
+    assert one == pytest.approx(two, rel=1e-4, abs=1e-6)
+
+
+def test_cache_for_vae_space_resumes(photo_dir, tmp_path):
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL(block_out_channels=(32, 32), down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, latent_channels=4,
+                        norm_num_groups=32)
+    vae.save_pretrained(tmp_path / "vae")
+    args = ("--space", "vae", "--vae", str(tmp_path / "vae"), "--batch-size", "2", "--cache-size", "6",
+            "--cache-dir", str(tmp_path / "cache"), "--crop", "32")
+    assert _train(photo_dir, tmp_path / "run", *args, "--max-steps", "2") == 0
+    manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
+    assert manifest["done"] == [0]
+    shard = tmp_path / "cache" / "shard-00000.safetensors"
+    mtime = shard.stat().st_mtime_ns
+    assert _train(photo_dir, tmp_path / "run", *args, "--max-steps", "3", "--resume") == 0
+    assert shard.stat().st_mtime_ns == mtime  # reused, not rebuilt
+    model = load_model(str(tmp_path / "run" / "model.safetensors"))
+    assert model.config.latent.kind == "vae" and model.config.latent.channels == 4
+
+
+@pytest.mark.parametrize("objective", ["fm", "l2", "l1"])
+def test_baseline_objectives_train(photo_dir, tmp_path, objective):
+    assert _train(photo_dir, tmp_path / objective, "--space", "s2d2", "--max-steps", "2", "--batch-size", "2",
+                  "--objective", objective) == 0
+    cfg = load_model(str(tmp_path / objective / "model.safetensors")).config
+    assert cfg.objective == objective and (cfg.default_steps == 1) == (objective != "fm")
+
+
+def test_bad_inputs_have_clear_errors(photo_dir, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _train(str(empty), tmp_path / "a", "--max-steps", "1") == 2
+    assert "contains no images" in capsys.readouterr().err
+    assert _train(photo_dir, tmp_path / "b", "--max-steps", "1", "--crop", "512") == 2
+    assert "none of the" in capsys.readouterr().err
+    not_vae = tmp_path / "not_vae.safetensors"
+    from safetensors.torch import save_file
+    save_file({"x": torch.zeros(2)}, str(not_vae))
+    assert _train(photo_dir, tmp_path / "c", "--space", "vae", "--vae", str(not_vae), "--max-steps", "1") == 2
+    assert "not an SD-style AutoencoderKL" in capsys.readouterr().err
+    # resume with another architecture
+    _train(photo_dir, tmp_path / "d", "--space", "s2d2", "--max-steps", "1", "--batch-size", "1")
+    assert _train(photo_dir, tmp_path / "d", "--space", "s2d2", "--max-steps", "2", "--resume",
+                  "--model-channels", "64") == 2
+    assert "same model/space flags" in capsys.readouterr().err
+    # a second run into the same folder without --resume
+    assert _train(photo_dir, tmp_path / "d", "--space", "s2d2", "--max-steps", "2") == 2
+    assert "pass --resume" in capsys.readouterr().err
+
+
+def test_disk_full_leaves_previous_checkpoint_intact(photo_dir, tmp_path, monkeypatch):
+    from cfm_core import train
+
+    out = tmp_path / "run"
+    _train(photo_dir, out, "--space", "s2d2", "--max-steps", "1", "--batch-size", "1")
+    before = (out / train.STATE_FILE).read_bytes()
+    real_save = torch.save
+
+    def full_disk(obj, f, *a, **k):
+        real_save(obj, f, *a, **k)  # write part of the file, then fail like a full disk
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CFMError, match="disk full"):
+        train._save_state(str(out / train.STATE_FILE), {"step": 99})
+    assert (out / train.STATE_FILE).read_bytes() == before
+    assert not [p for p in os.listdir(out) if p.startswith(".tmp-")]
