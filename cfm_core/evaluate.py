@@ -1,0 +1,419 @@
+"""``python -m cfm_core evaluate``: PSNR / SSIM / SWD of CFM models against bicubic and bilinear on held-out images.
+
+Protocol, per high-res image ``hr``:
+  1. centre-crop to ``--crop N`` (square) if given, then centre-crop to a multiple of ``multiple`` = lcm over the
+     models of (factor·d, d·UNet stride), d the latent downscale: the low-res image then encodes exactly and the
+     UNet needs no padding;
+  2. ``lr = F.interpolate(hr, size/factor, mode=--downsample, antialias=True)`` — the paper makes its low-res
+     inputs with a bilinear downsample; antialiasing (a proper low-pass before decimation) is the sensible choice,
+     otherwise the input aliases and every method is judged on aliasing artefacts; ``area`` is box filtering;
+  3. optionally degrade ``lr`` (``--degrade SPEC``, :mod:`cfm_core.degrade`, seeded per image);
+  4. upscale with each method: bicubic / bilinear ``F.interpolate`` (clamped to [0, 1]) and each model × solver
+     × steps through :func:`cfm_core.pipeline.upscale_image` (seed ``--seed``, batch index = image index, so every
+     image gets its own, reproducible noise);
+  5. PSNR and SSIM per image (:mod:`cfm_core.metrics`), averaged over the images; SWD (Karras et al., ×1e3) over
+     the whole set, with the same patch positions for the references and every method; seconds per image (wall
+     clock of the upscale call, after one warm-up call per model); NFE per image.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .augment import _mix64
+from .degrade import Degradation
+from .errors import CFMError
+from .metrics import SWD_SCALE, image_descriptors, psnr, pyramid_levels, ssim, swd_from_descriptors
+from .model import CFMModel
+from .solvers import SOLVERS
+
+DOWNSAMPLE_MODES = ("bilinear", "bicubic", "area")
+BASELINES = ("bicubic", "bilinear", "nearest")
+MIN_SIDE = 16  # SWD's coarsest pyramid level; SSIM needs ≥ 11
+METRICS = (("psnr", "PSNR (dB) ↑"), ("ssim", "SSIM ↑"), ("swd", "SWD ×1e3 ↓"))
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One way to run a model; None means the model's own default."""
+
+    solver: str | None = None
+    steps: int | None = None
+
+
+@dataclass
+class Row:
+    """The result of one method over the whole image set."""
+
+    method: str  # "bicubic", "bilinear" or the model's label
+    kind: str  # "baseline" or "model"
+    solver: str | None
+    steps: int | None
+    nfe: float  # network evaluations per image (0 for baselines)
+    psnr: float  # mean over images, dB
+    ssim: float  # mean over images
+    swd: float  # over the set, mean over pyramid levels, ×1e3
+    swd_levels: list[float] = field(default_factory=list)  # finest first, ×1e3
+    seconds_per_image: float = 0.0
+    images: int = 0
+
+    @property
+    def label(self) -> str:
+        return self.method if self.kind == "baseline" else f"{self.method} {self.solver}×{self.steps}"
+
+
+ModelEntry = tuple[str, CFMModel, Sequence[Setting | tuple]]
+
+
+# ------------------------------------------------------------------------------------------------ data preparation
+
+def crop_multiple(models: Sequence[CFMModel], factor: int) -> int:
+    """Side lengths every method can take without padding: lcm of factor·d and d·stride over the models."""
+    multiple = factor
+    for model in models:
+        d = model.config.latent.downscale
+        multiple = math.lcm(multiple, factor * d, d * model.config.unet.stride)
+    return multiple
+
+
+def size_problem(height: int, width: int, crop: int | None, multiple: int) -> str | None:
+    """Why an image of this size cannot be evaluated, or None."""
+    need = max(crop or 0, multiple, MIN_SIDE)
+    if min(height, width) < need:
+        what = f"the crop {crop}" if crop and crop >= max(multiple, MIN_SIDE) else f"the minimum side {need}"
+        return f"{width}×{height} is smaller than {what}"
+    return None
+
+
+def centre_crop(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    h, w = image.shape[-2:]
+    top, left = (h - height) // 2, (w - width) // 2
+    return image[..., top:top + height, left:left + width]
+
+
+def prepare_high_res(image: torch.Tensor, multiple: int, crop: int | None = None) -> torch.Tensor:
+    """(3, H, W) → centre crop to ``crop``² (if given), then down to multiples of ``multiple``."""
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise CFMError(f"evaluation images must be (3, H, W) RGB, got shape {tuple(image.shape)}")
+    problem = size_problem(image.shape[1], image.shape[2], crop, multiple)
+    if problem:
+        raise CFMError(f"evaluation image {problem}; use larger images or a smaller --crop")
+    if crop:
+        image = centre_crop(image, crop, crop)
+    h, w = image.shape[-2:]
+    return centre_crop(image, h - h % multiple, w - w % multiple)
+
+
+def downsample(hr: torch.Tensor, factor: int, mode: str = "bilinear") -> torch.Tensor:
+    """(3, H, W) → (3, H/f, W/f): antialiased bilinear/bicubic or area (box) filtering, clamped to [0, 1]."""
+    if mode not in DOWNSAMPLE_MODES:
+        raise CFMError(f"downsample mode {mode!r} is unknown; use one of {DOWNSAMPLE_MODES}")
+    size = (hr.shape[-2] // factor, hr.shape[-1] // factor)
+    kwargs = {"antialias": True, "align_corners": False} if mode != "area" else {}
+    return F.interpolate(hr[None].float(), size=size, mode=mode, **kwargs)[0].clamp(0, 1)
+
+
+def baseline_upscale(lr: torch.Tensor, factor: int, mode: str) -> torch.Tensor:
+    """(B, 3, h, w) → (B, 3, f·h, f·w) with a plain resize, clamped (bicubic overshoots)."""
+    kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+    return F.interpolate(lr, scale_factor=factor, mode=mode, **kwargs).clamp(0, 1)
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+
+def _settings(model: CFMModel, settings: Sequence[Setting | tuple]) -> list[Setting]:
+    """Resolve defaults, fold regression models (one Euler step whatever is asked) and drop duplicates."""
+    cfg = model.config
+    out = []
+    for s in settings or [Setting()]:
+        s = s if isinstance(s, Setting) else Setting(*s)
+        solver, steps = s.solver or cfg.default_solver, s.steps or cfg.default_steps
+        if cfg.objective in ("l1", "l2"):
+            solver, steps = "euler", 1
+        if solver not in SOLVERS:
+            raise CFMError(f"solver={solver!r} is unknown; use one of {sorted(SOLVERS)}")
+        if Setting(solver, steps) not in out:
+            out.append(Setting(solver, steps))
+    return out
+
+
+def _timed(fn: Callable[[], tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, int, float]:
+    start = time.perf_counter()
+    image, nfe = fn()
+    if image.device.type == "cuda":
+        torch.cuda.synchronize(image.device)
+    return image.cpu(), nfe, time.perf_counter() - start
+
+
+def evaluate_models(images: Sequence[torch.Tensor], models: Sequence[ModelEntry] = (), *,
+                    factor: int | None = None, downsample_mode: str = "bilinear", crop: int | None = None,
+                    seed: int = 0, baselines: Sequence[str] = ("bicubic", "bilinear"),
+                    degradation: Degradation | None = None, space=None, device: str | torch.device = "cpu",
+                    tile: int | None = None, swd_patches: int = 128,
+                    log: Callable[[str], None] | None = None) -> list[Row]:
+    """Evaluate baselines and models on high-res (3, H, W) images in [0, 1] (see the module docstring).
+
+    ``models``: (label, model, settings) with settings a list of :class:`Setting` or (solver, steps) tuples.
+    ``space``: the latent space for VAE models (weights-free spaces are built from the model's config).
+    """
+    if not images:
+        raise CFMError("no images to evaluate; pass a folder or files of high-res images")
+    factors = {m.config.factor for _, m, _ in models}
+    if len(factors) > 1 or (factor is not None and factors and factors != {factor}):
+        raise CFMError(f"models upscale by {sorted(factors)} but the evaluation uses factor {factor}; evaluate "
+                       "models of one factor at a time")
+    factor = factor or (factors.pop() if factors else 2)
+    bad = [b for b in baselines if b not in BASELINES]
+    if bad:
+        raise CFMError(f"baseline {bad[0]!r} is unknown; use some of {BASELINES}")
+    log = log or (lambda message: None)
+    multiple = crop_multiple([m for _, m, _ in models], factor)
+    hrs = [prepare_high_res(img.float().cpu(), multiple, crop) for img in images]
+    lrs = [downsample(hr, factor, downsample_mode) for hr in hrs]
+    if degradation is not None and not degradation.is_identity:
+        lrs = [degradation.apply(lr, torch.Generator().manual_seed(_mix64(seed, i))) for i, lr in enumerate(lrs)]
+    levels = pyramid_levels(hrs, MIN_SIDE)
+    swd_args = {"levels": levels, "seed": seed, "patches_per_image": swd_patches}
+    reference = [image_descriptors(hr, i, **swd_args) for i, hr in enumerate(hrs)]
+
+    def score(method: str, kind: str, setting: Setting, run: Callable[[int, torch.Tensor], tuple]) -> Row:
+        psnrs, ssims, descriptors, nfes, seconds = [], [], [], [], []
+        for i, (hr, lr) in enumerate(zip(hrs, lrs)):
+            sr, nfe, sec = _timed(lambda i=i, lr=lr: run(i, lr[None].to(device)))
+            sr = sr[0].float()
+            psnrs.append(psnr(sr, hr))
+            ssims.append(ssim(sr, hr))
+            descriptors.append(image_descriptors(sr, i, **swd_args))
+            nfes.append(nfe)
+            seconds.append(sec)
+        result = swd_from_descriptors(reference, descriptors, seed=seed)
+        n = len(hrs)
+        row = Row(method, kind, setting.solver, setting.steps, sum(nfes) / n, sum(psnrs) / n, sum(ssims) / n,
+                  result.average, result.levels, sum(seconds) / n, n)
+        log(f"{row.label}: PSNR {row.psnr:.2f} dB, SSIM {row.ssim:.4f}, SWD {row.swd:.2f}, "
+            f"{row.seconds_per_image:.3f} s/image")
+        return row
+
+    rows = [score(mode, "baseline", Setting(), lambda i, lr, mode=mode: (baseline_upscale(lr, factor, mode), 0))
+            for mode in baselines]
+    for label, model, settings in models:
+        from .pipeline import upscale_image
+
+        model = model.to(device)
+        resolved = _settings(model, settings)
+
+        def run_model(i: int, lr: torch.Tensor, s: Setting, model=model):
+            out, result = upscale_image(model, lr, space, solver=s.solver, steps=s.steps, seed=seed,
+                                        batch_indices=[i], tile=tile)
+            return out, result.nfe
+
+        run_model(0, lrs[0][None].to(device), Setting("euler", 1))  # warm-up: lazy init is not upscaling time
+        for s in resolved:
+            rows.append(score(label, "model", s, lambda i, lr, s=s, run_model=run_model: run_model(i, lr, s)))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ reporting
+
+def format_table(rows: Sequence[Row]) -> str:
+    """A markdown table, one line per method."""
+    lines = [f"| method | solver | steps | NFE | {' | '.join(title for _, title in METRICS)} | s/image |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        solver, steps = (r.solver, str(r.steps)) if r.kind == "model" else ("—", "—")
+        lines.append(f"| {r.method} | {solver} | {steps} | {r.nfe:g} | {r.psnr:.2f} | {r.ssim:.4f} | {r.swd:.2f} | "
+                     f"{r.seconds_per_image:.4f} |")
+    return "\n".join(lines)
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "inf" / "nan": strict JSON has no infinities
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_json(path: str, rows: Sequence[Row], settings: dict) -> None:
+    """``{"settings": ..., "rows": [...]}``, written atomically."""
+    from .checkpoint import atomic_write
+
+    payload = _json_safe({"format": "cfm-boost-evaluation", "version": 1, "settings": settings,
+                          "rows": [asdict(r) | {"label": r.label} for r in rows]})
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh, indent=2, allow_nan=False)
+            fh.write("\n")
+
+    atomic_write(path, write)
+
+
+def plot_rows(rows: Sequence[Row], folder: str) -> list[str]:
+    """``metrics_vs_nfe.png`` and ``metrics_vs_time.png`` in ``folder``: one line per model × solver over steps,
+    baselines as dashed lines (NFE plot) or points (time plot). Returns the written paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .checkpoint import atomic_write
+
+    models: dict[tuple[str, str | None], list[Row]] = {}
+    for r in rows:
+        if r.kind == "model":
+            models.setdefault((r.method, r.solver), []).append(r)
+    baselines = [r for r in rows if r.kind == "baseline"]
+    paths = []
+    for x_name, x_label, x_of in (("nfe", "network evaluations per image (NFE)", lambda r: r.nfe),
+                                  ("time", "seconds per image", lambda r: r.seconds_per_image)):
+        fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 4), constrained_layout=True)
+        for ax, (metric, title) in zip(axes, METRICS):
+            for (method, solver), group in models.items():
+                group = sorted(group, key=x_of)
+                ax.plot([x_of(r) for r in group], [getattr(r, metric) for r in group], "o-",
+                        label=f"{method} ({solver})")
+            for i, b in enumerate(baselines):
+                colour = f"C{(len(models) + i) % 10}"
+                if x_name == "nfe":
+                    ax.axhline(getattr(b, metric), color=colour, linestyle="--", label=b.method)
+                else:
+                    ax.plot([x_of(b)], [getattr(b, metric)], "s", color=colour, label=b.method)
+            if x_name == "time" and all(x_of(r) > 0 for r in rows):
+                ax.set_xscale("log")
+            ax.set_xlabel(x_label)
+            ax.set_title(title)
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize="small")
+        path = os.path.join(folder, f"metrics_vs_{x_name}.png")
+        atomic_write(path, lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=100))
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", help="held-out high-res images: files, folders or glob patterns")
+    parser.add_argument("--model", action="append", default=[], metavar="PATH",
+                        help="a CFM .safetensors checkpoint (repeat for several)")
+    parser.add_argument("--solvers", "--solver", nargs="+", choices=sorted(SOLVERS), default=None,
+                        help="ODE solvers to try for every model (default: each model's own)")
+    parser.add_argument("--steps", nargs="+", type=int, default=None,
+                        help="integration steps to try, e.g. 1 2 4 8 (default: each model's own)")
+    parser.add_argument("--factor", type=int, choices=(2, 4), default=None,
+                        help="upscale factor (default: the models', else 2)")
+    parser.add_argument("--crop", type=int, default=None, help="centre-crop every high-res image to N×N first")
+    parser.add_argument("--downsample", choices=DOWNSAMPLE_MODES, default="bilinear",
+                        help="how the low-res input is made (antialiased; default bilinear, as in the paper)")
+    parser.add_argument("--degrade", default=None, metavar="SPEC",
+                        help="degrade the low-res inputs, e.g. 'blur=0.2-1.5,noise=0-0.03,jpeg=60-95,resize=random'")
+    parser.add_argument("--baselines", nargs="*", choices=BASELINES, default=["bicubic", "bilinear"],
+                        help="plain resizes to compare against (default: bicubic bilinear)")
+    parser.add_argument("--seed", type=int, default=0, help="noise, SWD patches and degradations (default 0)")
+    parser.add_argument("--device", default="cpu", help="torch device for the models (default cpu)")
+    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    parser.add_argument("--vae", default=None, help="VAE (file or diffusers folder) for VAE-latent models")
+    parser.add_argument("--tile", type=int, default=None, help="tile the velocity network (latent pixels)")
+    parser.add_argument("--max-images", type=int, default=None, help="use only the first N images (sorted)")
+    parser.add_argument("--swd-patches", type=int, default=128, help="7×7 patches per image and level (128)")
+    parser.add_argument("--out-json", default=None, help="write the results here (atomically)")
+    parser.add_argument("--plots", default=None, metavar="DIR", help="write metric-vs-NFE/time plots here")
+
+
+def load_eval_images(inputs: Sequence[str], crop: int | None, multiple: int, max_images: int | None = None,
+                     warn: Callable[[str], None] = print) -> tuple[list[torch.Tensor], list[str], dict]:
+    """Read the images, skipping (with a warning) unreadable ones and ones too small; returns images, their paths
+    and the skip counts. Raises if nothing usable is left."""
+    from .images import list_images, load_image
+
+    paths = list_images(list(inputs))
+    if not paths:
+        raise CFMError(f"no images found in {', '.join(inputs)}; pass a folder or files of .png/.jpg images")
+    if max_images is not None:
+        paths = paths[:max_images]
+    images, kept, skipped = [], [], {"unreadable": 0, "too_small": 0}
+    for path in paths:
+        try:
+            rgb = load_image(path, keep_alpha=False).rgb
+        except CFMError as exc:
+            warn(f"warning: skipping {exc}")
+            skipped["unreadable"] += 1
+            continue
+        problem = size_problem(rgb.shape[1], rgb.shape[2], crop, multiple)
+        if problem:
+            warn(f"warning: skipping {path}: {problem}")
+            skipped["too_small"] += 1
+            continue
+        images.append(rgb)
+        kept.append(path)
+    if not images:
+        raise CFMError(f"none of the {len(paths)} images is usable ({skipped['unreadable']} unreadable, "
+                       f"{skipped['too_small']} smaller than {max(crop or 0, multiple, MIN_SIDE)} px); "
+                       "pass other images or a smaller --crop")
+    return images, kept, skipped
+
+
+def run(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+
+    if args.steps is not None and any(s < 1 for s in args.steps):
+        raise CFMError(f"--steps {args.steps} must all be positive integers")
+    if args.crop is not None and args.crop < MIN_SIDE:
+        raise CFMError(f"--crop {args.crop} is too small; use at least {MIN_SIDE}")
+    if args.swd_patches < 1:
+        raise CFMError(f"--swd-patches {args.swd_patches} must be positive")
+    degradation = Degradation.parse(args.degrade) if args.degrade else None
+    dtype = getattr(torch, args.dtype)
+    models = [(path, load_model(path, args.device, dtype)) for path in args.model]
+    labels = _labels([path for path, _ in models])
+    settings = [Setting(solver, steps) for solver in (args.solvers or [None]) for steps in (args.steps or [None])]
+    factor = args.factor or (models[0][1].config.factor if models else 2)
+    space = None
+    if args.vae:
+        from .autoencoders import DiffusersVAE
+
+        space = DiffusersVAE.load(args.vae, device=args.device)
+    multiple = crop_multiple([m for _, m in models], factor)
+
+    def warn(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    images, paths, skipped = load_eval_images(args.inputs, args.crop, multiple, args.max_images, warn)
+    rows = evaluate_models(images, [(label, m, settings) for label, (_, m) in zip(labels, models)], factor=factor,
+                           downsample_mode=args.downsample, crop=args.crop, seed=args.seed,
+                           baselines=args.baselines, degradation=degradation, space=space, device=args.device,
+                           tile=args.tile, swd_patches=args.swd_patches, log=warn)
+    print(format_table(rows))
+    if args.out_json:
+        write_json(args.out_json, rows, {
+            "images": paths, "skipped": skipped, "factor": factor, "crop": args.crop, "multiple": multiple,
+            "downsample": f"{args.downsample} (antialias)" if args.downsample != "area" else "area",
+            "degrade": degradation.to_spec() if degradation else None, "seed": args.seed,
+            "models": {label: path for label, (path, _) in zip(labels, models)}, "device": args.device,
+            "dtype": args.dtype, "swd": {"scale": SWD_SCALE, "patches_per_image": args.swd_patches,
+                                         "patch_size": 7, "projections": 128, "repeats": 4, "min_resolution": MIN_SIDE},
+        })
+        warn(f"wrote {args.out_json}")
+    if args.plots:
+        for path in plot_rows(rows, args.plots):
+            warn(f"wrote {path}")
+    return 0
+
+
+def _labels(paths: Sequence[str]) -> list[str]:
+    """Short unique labels: file names without extension, or the full paths when two names collide."""
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    return [s if stems.count(s) == 1 else p for s, p in zip(stems, paths)]

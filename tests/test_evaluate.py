@@ -1,0 +1,145 @@
+"""Evaluation: cropping / downsampling, the function API against known values, and the CLI end to end."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import cfm_core
+from cfm_core.__main__ import main
+from cfm_core.errors import CFMError
+from cfm_core.evaluate import Setting, crop_multiple, downsample, evaluate_models, format_table, prepare_high_res
+from cfm_core.images import save_image
+from cfm_core.solvers import expected_nfe
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: more threads only spin against each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_cfm(randomize: bool = False, noise_step: int = 0) -> cfm_core.CFMModel:
+    """A pixel-space (space-to-depth ×2) tiny CFM model. Fresh, its velocity is exactly 0 (zero-init output)."""
+    torch.manual_seed(0)
+    model = cfm_core.CFMModel(cfm_core.CFMConfig(unet=cfm_core.preset("tiny", latent_channels=12),
+                                                 latent=cfm_core.SpaceToDepth(2).spec, noise_step=noise_step))
+    if randomize:
+        gen = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[torch.Tensor]:
+    """Three real photo crops of different sizes, (3, H, W) in [0, 1]."""
+    from skimage import data
+
+    crops = [data.astronaut()[40:120, 180:276], data.chelsea()[60:140, 150:238], data.coffee()[100:180, 200:296]]
+    return [torch.from_numpy(c.copy()).permute(2, 0, 1).float() / 255 for c in crops]
+
+
+def test_crop_multiple_and_prepare_high_res():
+    model = tiny_cfm()  # space-to-depth 2, UNet stride 4
+    assert crop_multiple([], 2) == 2
+    assert crop_multiple([model], 2) == 8  # lcm(2·2, 2·4)
+    hr = prepare_high_res(torch.rand(3, 70, 90), 8)
+    assert hr.shape == (3, 64, 88)
+    assert prepare_high_res(torch.rand(3, 70, 90), 8, crop=40).shape == (3, 40, 40)
+    with pytest.raises(CFMError, match="smaller than the crop 80"):
+        prepare_high_res(torch.rand(3, 70, 90), 8, crop=80)
+
+
+def test_downsample_modes_halve_and_preserve_a_constant():
+    hr = torch.full((3, 32, 48), 0.25)
+    for mode in ("bilinear", "bicubic", "area"):
+        lr = downsample(hr, 2, mode)
+        assert lr.shape == (3, 16, 24)
+        torch.testing.assert_close(lr, torch.full_like(lr, 0.25))
+    with pytest.raises(CFMError, match="lanczos"):
+        downsample(hr, 2, "lanczos")
+
+
+def test_zero_velocity_model_equals_the_bilinear_baseline(photos):
+    # v ≡ 0 and noise step 0 (ᾱ = 1 − 1e-10): the ODE returns its start, the bilinear upsample of the input.
+    rows = evaluate_models(photos, [("zero", tiny_cfm(), [Setting("euler", 1), Setting("midpoint", 2)])])
+    by_label = {r.label: r for r in rows}
+    bilinear, bicubic = by_label["bilinear"], by_label["bicubic"]
+    for label in ("zero euler×1", "zero midpoint×2"):
+        assert by_label[label].psnr == pytest.approx(bilinear.psnr, abs=1e-3)
+        assert by_label[label].ssim == pytest.approx(bilinear.ssim, abs=1e-5)
+        assert by_label[label].swd == pytest.approx(bilinear.swd, abs=1e-2)
+    assert by_label["zero midpoint×2"].nfe == expected_nfe("midpoint", 2) == 4
+    # on real photos bicubic beats bilinear: a sanity check that the metrics and the baselines are wired right
+    assert bicubic.psnr > bilinear.psnr and bicubic.ssim > bilinear.ssim and bicubic.swd < bilinear.swd
+    assert all(r.images == 3 and r.seconds_per_image > 0 for r in rows)
+    assert format_table(rows).count("\n") == len(rows) + 1
+
+
+def test_function_api_errors(photos):
+    with pytest.raises(CFMError, match="no images"):
+        evaluate_models([], [])
+    with pytest.raises(CFMError, match="factor"):
+        evaluate_models(photos, [("m", tiny_cfm(), [])], factor=4)
+    with pytest.raises(CFMError, match="baseline 'lanczos'"):
+        evaluate_models(photos, [], baselines=["lanczos"])
+
+
+def test_cli_writes_table_json_and_plots(tmp_path, photos):
+    folder = tmp_path / "held_out"
+    for i, photo in enumerate(photos):
+        save_image(str(folder / f"img{i}.png"), photo)
+    (folder / "broken.png").write_bytes(b"not an image")
+    save_image(str(folder / "tiny.png"), torch.rand(3, 12, 12))
+    zero, noisy = tmp_path / "zero.safetensors", tmp_path / "random.safetensors"
+    cfm_core.save_model(tiny_cfm(), str(zero))
+    cfm_core.save_model(tiny_cfm(randomize=True, noise_step=100), str(noisy))
+    out_json, plots = tmp_path / "out" / "eval.json", tmp_path / "plots"
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "cfm_core", "evaluate", str(folder), "--model", str(zero), "--model", str(noisy),
+         "--solvers", "euler", "midpoint", "--steps", "1", "2", "--seed", "3", "--out-json", str(out_json),
+         "--plots", str(plots)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "broken.png" in proc.stderr and "tiny.png" in proc.stderr  # warned about, then skipped
+    table = [line for line in proc.stdout.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + 2 + 2 * 4  # header, rule, 2 baselines, 2 models × 2 solvers × 2 step counts
+
+    report = json.loads(out_json.read_text())
+    assert report["settings"]["skipped"] == {"unreadable": 1, "too_small": 1}
+    assert len(report["settings"]["images"]) == 3
+    rows = {r["label"]: r for r in report["rows"]}
+    assert len(rows) == 10
+    for r in rows.values():
+        assert math.isfinite(r["psnr"]) and 10 < r["psnr"] < 60
+        assert 0 < r["ssim"] <= 1 and r["swd"] >= 0 and len(r["swd_levels"]) >= 2
+        if r["kind"] == "model":
+            assert r["nfe"] == expected_nfe(r["solver"], r["steps"])
+    assert rows["zero euler×2"]["psnr"] == pytest.approx(rows["bilinear"]["psnr"], abs=1e-3)
+    assert abs(rows["random euler×2"]["psnr"] - rows["bilinear"]["psnr"]) > 0.01  # a real model changes things
+    for name in ("metrics_vs_nfe.png", "metrics_vs_time.png"):
+        assert (plots / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["evaluate", str(empty)]) == 2
+    assert "no images found" in capsys.readouterr().err
+    small = tmp_path / "small"
+    save_image(str(small / "a.png"), torch.rand(3, 20, 20))
+    assert main(["evaluate", str(small), "--crop", "32"]) == 2
+    err = capsys.readouterr().err
+    assert "smaller than the crop 32" in err and "none of the 1 images is usable" in err
