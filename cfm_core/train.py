@@ -265,8 +265,8 @@ class Trainer:
         spec = PairSpec(crop=a.crop, factor=a.factor, downsample=a.downsample)
         degradation = None
         if a.degrade:
-            from .degrade import parse_degradation
-            degradation = parse_degradation(a.degrade)
+            from .degrade import Degradation
+            degradation = Degradation.parse(a.degrade)
         unit = a.factor * self.space.spec.downscale * self.config.unet.stride
         if a.crop % unit:
             raise CFMError(f"--crop {a.crop} must be a multiple of {unit} (factor × latent downscale × UNet stride)")
