@@ -26,7 +26,7 @@ def alpha_bars(num_steps: int = NUM_NOISE_STEPS) -> torch.Tensor:
 
 def alpha_bar(step: int, num_steps: int = NUM_NOISE_STEPS) -> float:
     """ᾱ at integer ``step``; step 400 of 1000 gives 0.6539040."""
-    if not isinstance(step, int) or not 0 <= step < num_steps:
+    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step < num_steps:
         raise CFMError(f"noise_step={step!r} must be an integer in [0, {num_steps - 1}] (the paper uses 400)")
     return float(alpha_bars(num_steps)[step])
 

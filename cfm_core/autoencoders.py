@@ -61,7 +61,7 @@ class LatentSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LatentSpec":
+    def from_dict(cls, d: dict) -> LatentSpec:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
@@ -110,12 +110,14 @@ class SpaceToDepth:
 def vae_fingerprint(quant_conv_weight: torch.Tensor | None) -> str:
     """A short id of a VAE's weights from its ``quant_conv`` (present in SD1.x/SDXL VAEs in every key layout).
 
-    Rounded so the fp16 and fp32 copies of one VAE agree while different VAEs differ."""
+    Built from the *signs* of the first 256 weights: rounding to fp16 or bf16 never flips a sign, so the fp32,
+    fp16 and bf16 copies of one VAE agree exactly (rounded values do not: a value near a rounding boundary lands
+    on either side), while independently trained VAEs differ in about half of the signs."""
     if quant_conv_weight is None:
         return ""
-    values = quant_conv_weight.detach().float().flatten()[:64].cpu()
-    text = ",".join(f"{v:.3f}" for v in values.tolist())
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    values = quant_conv_weight.detach().float().flatten()[:256].cpu()
+    signs = "".join("1" if v > 0 else "0" for v in values.tolist())
+    return hashlib.sha256(signs.encode()).hexdigest()[:16]
 
 
 class DiffusersVAE:
@@ -139,7 +141,7 @@ class DiffusersVAE:
     @classmethod
     def load(cls, path: str, *, scale_factor: float | None = None, shift_factor: float | None = None,
              name: str | None = None, device: str | torch.device = "cpu",
-             dtype: torch.dtype = torch.float32) -> "DiffusersVAE":
+             dtype: torch.dtype = torch.float32) -> DiffusersVAE:
         vae = load_autoencoder_kl(path).to(device=device, dtype=dtype)
         stem = name or os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
         return cls(vae, scale_factor, shift_factor, stem)
@@ -206,12 +208,15 @@ def load_autoencoder_kl(path: str):
         sd = _strip_prefix(load_file(path))
     except Exception as exc:  # safetensors raises several types for a corrupt header
         raise CFMError(f"--vae {path!r} could not be read as safetensors ({exc}); is the file complete?") from None
-    if any(k.startswith("encoder.down_blocks.") for k in sd):  # already diffusers layout
-        cfg = _diffusers_config_from_state_dict(sd)
-    else:
-        from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
-        cfg = autoencoder_config_from_state_dict(sd)
-        sd = convert_ldm_vae_checkpoint(sd, cfg)
+    try:
+        if any(k.startswith("encoder.down_blocks.") for k in sd):  # already diffusers layout
+            cfg = _diffusers_config_from_state_dict(sd)
+        else:
+            from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+            cfg = autoencoder_config_from_state_dict(sd)
+            sd = convert_ldm_vae_checkpoint(sd, cfg)
+    except (KeyError, IndexError) as exc:  # e.g. an encoder-only file
+        raise CFMError(f"--vae {path!r} lacks the AutoencoderKL tensor {exc}; pass a complete VAE file") from None
     vae = AutoencoderKL(**cfg)
     missing, unexpected = vae.load_state_dict(sd, strict=False)
     if missing:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
+import types
 import zipfile
 
 import torch
@@ -22,6 +24,7 @@ FORMAT = "cfm-boost"
 FORMAT_VERSION = "1"
 OFFICIAL_EMA_PREFIX = "ema_model.ema_model.net."
 OFFICIAL_ONLINE_PREFIX = "model.net."
+OFFICIAL_DIM_HEAD = 64
 
 
 def atomic_write(path: str, write) -> None:
@@ -113,13 +116,23 @@ def load_model(path: str, device: str | torch.device = "cpu", dtype: torch.dtype
 # ---------------------------------------------------------------- official checkpoints, read without running code
 
 class _Inert:
-    """Stands in for every class or function a pickle names: accepts any arguments and state, runs nothing."""
+    """Stands in for every class or function a pickle names: accepts any arguments, items and state, runs nothing."""
 
     def __init__(self, *args, **kwargs):
-        self.args = args
+        self.args, self.items, self.state = args, {}, None
 
     def __setstate__(self, state):
         self.state = state
+
+    def __setitem__(self, key, value):  # dict subclasses (e.g. Lightning's AttributeDict) unpickle via SETITEMS
+        self.items[key] = value
+
+    def append(self, value):  # list subclasses unpickle via APPENDS
+        self.items[len(self.items)] = value
+
+    def extend(self, values):
+        for value in values:
+            self.append(value)
 
     def __call__(self, *args, **kwargs):
         return _Inert(*args)
@@ -130,65 +143,100 @@ def _inert_type(qualified_name: str) -> type:
     return type(name, (_Inert,), {"__module__": module, "__qualname__": name})
 
 
-def read_official_state_dict(path: str) -> dict:
-    """Tensors of a Lightning ``.ckpt`` through torch's weights-only unpickler.
+class _InertUnpickler(pickle.Unpickler):
+    """A pickle reader that resolves only torch's own weights-only allowlist (tensor rebuild functions, dtypes,
+    OrderedDict, ...). Every other global (``omegaconf...DictConfig``, ``posix.system``, ``builtins.exec``) becomes
+    an inert stand-in class, so a REDUCE of it constructs a harmless object instead of calling anything."""
 
-    Every global the file names beyond tensors and containers (OmegaConf configs, or a malicious ``os.system``)
-    is replaced by an inert stand-in class, so nothing from the file is ever executed.
+    def find_class(self, module: str, name: str):
+        qualified = f"{module}.{name}"
+        allowed = _torch_allowed_globals()
+        return allowed[qualified] if qualified in allowed else _inert_type(qualified)
+
+
+def _torch_allowed_globals() -> dict:
+    from torch._weights_only_unpickler import _get_allowed_globals
+
+    return _get_allowed_globals()
+
+
+# torch.load(pickle_module=...) needs only ``Unpickler`` (and ``load`` for legacy non-zip files, which we refuse).
+_INERT_PICKLE = types.SimpleNamespace(__name__="cfm_core_inert_pickle", Unpickler=_InertUnpickler,
+                                      load=None, __version__="1")
+
+
+def read_official_state_dict(path: str) -> dict:
+    """Tensors of a Lightning ``.ckpt``, read without running any code from the file.
+
+    torch's weights-only loader refuses these files outright (they pickle OmegaConf configs; a malicious one names
+    ``os.system``), so we unpickle with :class:`_InertUnpickler`: tensors are rebuilt by torch's allowlisted
+    functions and every other global the file names is replaced by an inert stand-in.
     """
+    if not os.path.isfile(path):
+        raise CFMError(f"{path!r} does not exist; pass the official fm-boosting .ckpt file")
     if not zipfile.is_zipfile(path):
         raise CFMError(f"{path!r} is not a torch zip checkpoint; official checkpoints are Lightning .ckpt files")
-    from torch.serialization import get_unsafe_globals_in_checkpoint, safe_globals
-
-    names = get_unsafe_globals_in_checkpoint(path)
-    stand_ins = [(_inert_type(n), n) for n in names]
-    with safe_globals(stand_ins):
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_INERT_PICKLE)
+    except Exception as exc:  # corrupt archive or a pickle our stand-ins cannot absorb: nothing was executed
+        raise CFMError(f"{path!r} could not be read as a torch checkpoint ({type(exc).__name__}: {exc})") from None
     sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(sd, dict):
         raise CFMError(f"{path!r} holds no state_dict; is it an official fm-boosting checkpoint?")
-    return sd
+    return {k: v for k, v in sd.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
 
 
-def official_config(net_sd: dict) -> UNetConfig:
-    """Read the official EfficientUNet architecture off its tensor shapes."""
-    mc = int(net_sd["input_blocks.0.0.weight"].shape[0])
-    in_ch = int(net_sd["input_blocks.0.0.weight"].shape[1])
-    downs = sorted(int(k.split(".")[1]) for k in net_sd if k.endswith(".op.weight"))
-    n_levels = len(downs) + 1
-    nrb = downs[0] - 1 if downs else sum(1 for k in net_sd if k.endswith("in_layers.2.weight")
-                                         and k.startswith("input_blocks."))
-    mults, block = [], 1
-    for level in range(n_levels):
-        mults.append(int(net_sd[f"input_blocks.{block}.0.in_layers.2.weight"].shape[0]) // mc)
-        block += nrb + 1
-    attn_ds, block, ds = [], 1, 1
-    for level in range(n_levels):
-        if f"input_blocks.{block}.1.qkv.weight" in net_sd:
-            attn_ds.append(ds)
-        block += nrb + 1
-        ds *= 2
-    qkv = net_sd["middle_block.1.qkv.weight"].shape[0]
-    inner = net_sd["middle_block.1.proj_out.weight"].shape[1]
-    dim_head = 64 if inner % 64 == 0 else inner
+def official_config(net_sd: dict, dim_head: int = OFFICIAL_DIM_HEAD) -> UNetConfig:
+    """Read the official EfficientUNet architecture off its tensor shapes.
+
+    Shapes give the attention width heads·dim_head but not the split; the official configs use dim_head 64,
+    pass ``dim_head`` for a checkpoint trained with another one.
+    """
+    try:
+        mc = int(net_sd["input_blocks.0.0.weight"].shape[0])
+        in_ch = int(net_sd["input_blocks.0.0.weight"].shape[1])
+        downs = sorted(int(k.split(".")[1]) for k in net_sd if k.endswith(".op.weight"))
+        n_levels = len(downs) + 1
+        nrb = downs[0] - 1 if downs else sum(1 for k in net_sd if k.endswith("in_layers.2.weight")
+                                             and k.startswith("input_blocks."))
+        mults, attn_ds, block, ds = [], [], 1, 1
+        for _ in range(n_levels):
+            mults.append(int(net_sd[f"input_blocks.{block}.0.in_layers.2.weight"].shape[0]) // mc)
+            if f"input_blocks.{block}.1.qkv.weight" in net_sd:
+                attn_ds.append(ds)
+            block += nrb + 1
+            ds *= 2
+        qkv = int(net_sd["middle_block.1.qkv.weight"].shape[0])
+        inner = int(net_sd["middle_block.1.proj_out.weight"].shape[1])
+    except (KeyError, IndexError, ValueError) as exc:
+        raise CFMError(f"the checkpoint's UNet tensors do not look like an official EfficientUNet "
+                       f"(missing {exc}); is it an fm-boosting checkpoint?") from None
+    if dim_head < 1 or qkv != 3 * inner or inner % dim_head:
+        raise CFMError(f"attention width {inner} (qkv {qkv}) does not split into heads of dim_head={dim_head}; "
+                       "pass the dim_head the model was trained with (--dim-head)")
     return UNetConfig(latent_channels=in_ch // 2, model_channels=mc, channel_mult=tuple(mults),
-                      num_res_blocks=nrb, attention_resolutions=tuple(attn_ds), num_heads=int(inner // dim_head),
-                      dim_head=int(dim_head), attention="official") if qkv == 3 * inner else None
+                      num_res_blocks=nrb, attention_resolutions=tuple(attn_ds), num_heads=inner // dim_head,
+                      dim_head=dim_head, attention="official")
 
 
-def convert_official(src: str, dst: str, *, use_ema: bool = True, latent: LatentSpec | None = None) -> CFMModel:
+def convert_official(src: str, dst: str, *, use_ema: bool = True, latent: LatentSpec | None = None,
+                     dim_head: int = OFFICIAL_DIM_HEAD) -> CFMModel:
     """Convert an official fm-boosting Lightning checkpoint to a self-describing safetensors file."""
     sd = read_official_state_dict(src)
     prefix = OFFICIAL_EMA_PREFIX if use_ema else OFFICIAL_ONLINE_PREFIX
     net_sd = {k[len(prefix):]: v for k, v in sd.items() if isinstance(k, str) and k.startswith(prefix)}
     if not net_sd:
         raise CFMError(f"{src!r} has no '{prefix}*' tensors; is it an fm-boosting checkpoint?")
-    unet = official_config(net_sd)
+    unet = official_config(net_sd, dim_head)
     # The official setup: SD1.x kl-f8 VAE, ×0.18215, 64→128 latents, noise step 400, Euler.
     config = CFMConfig(unet=unet, latent=latent or LatentSpec(), factor=2, noise_step=400,
                        default_solver="euler", default_steps=40,
                        training={"source": os.path.basename(src), "weights": "ema" if use_ema else "online"})
     model = CFMModel(config)
-    model.net.load_state_dict(net_sd)
+    try:
+        model.net.load_state_dict(net_sd)
+    except RuntimeError as exc:
+        raise CFMError(f"{src!r}: the UNet tensors do not fit the architecture read off their shapes "
+                       f"({str(exc).splitlines()[0]}); is it an fm-boosting checkpoint?") from None
     save_model(model, dst)
     return model

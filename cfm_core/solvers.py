@@ -7,8 +7,8 @@ euler 1, midpoint 2, heun 2, rk4 4 (torchdiffeq's 3/8 rule); dopri5 is adaptive 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torchdiffeq import odeint
@@ -79,19 +79,22 @@ class _Field:
         if self.callback is not None:
             self.callback(StepInfo(self.step, self.total, t, self.nfe, x))
 
-
-
-class _FixedGridField(_Field):
-    def callback_step(self, t0, y0, dt) -> None:  # called *before* each step: report the previous one
+    def _begin_step(self, t0, y0, dt) -> None:
+        """torchdiffeq hands us the state *before* a step (t0, y0): that is the result of the previous step."""
         if self.step:
             self._report(float(t0), y0)
         self.step += 1
 
 
+class _FixedGridField(_Field):
+    def callback_step(self, t0, y0, dt) -> None:  # called before each step
+        self._begin_step(t0, y0, dt)
+
+
 class _AdaptiveField(_Field):
-    def callback_accept_step(self, t0, y0, dt) -> None:  # called after each accepted step
-        self.step += 1
-        self._report(min(1.0, float(t0 + dt)), y0)
+    # Called once per accepted step, also with the pre-step state (t0, y0); y1 is never passed to callbacks.
+    def callback_accept_step(self, t0, y0, dt) -> None:
+        self._begin_step(t0, y0, dt)
 
 
 def integrate(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x0: torch.Tensor, *,
@@ -111,7 +114,7 @@ def integrate(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x0
         else:
             out = odeint(field, x0, t, method=method, atol=atol, rtol=rtol)
     x1 = out[-1]
-    if per_step:  # the fixed-grid loop reports a step before it starts; report the last one here
+    if field.step:  # each step is reported when the next one begins; report the last one here
         field._report(1.0, x1)
     return SolveResult(x=x1, nfe=field.nfe, steps=field.step, solver=solver,
                        seconds=time.perf_counter() - start)

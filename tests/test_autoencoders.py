@@ -1,0 +1,228 @@
+"""Latent spaces: exact round trips of the weight-free spaces, the single home of the scale factor, and a tiny
+diffusers AutoencoderKL loaded from a diffusers folder, a diffusers-layout file and an LDM-layout file."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import one_thread  # noqa: F401 (autouse fixture)
+from safetensors.torch import save_file
+
+from cfm_core.autoencoders import (
+    DiffusersVAE,
+    LatentScaling,
+    LatentSpec,
+    PixelSpace,
+    SpaceToDepth,
+    check_space_matches,
+    vae_fingerprint,
+)
+from cfm_core.errors import CFMError
+from cfm_core.upsample import latent_upsample, pixel_space_upsample, upsample
+
+diffusers = pytest.importorskip("diffusers")
+
+
+def pixels(seed: int = 0, size=(2, 3, 16, 24)) -> torch.Tensor:
+    return torch.rand(size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_pixel_space_is_the_identity():
+    x = pixels()
+    space = PixelSpace()
+    assert torch.equal(space.decode(space.encode(x)), x)
+    assert space.spec.kind == "pixels" and space.spec.channels == 3 and space.spec.scale_factor == 1.0
+
+
+@pytest.mark.parametrize("factor", [1, 2, 4])
+def test_space_to_depth_round_trips_exactly(factor):
+    x = pixels(1)
+    space = SpaceToDepth(factor)
+    z = space.encode(x)
+    assert z.shape == (2, 3 * factor ** 2, 16 // factor, 24 // factor)
+    assert torch.equal(space.decode(z), x)
+    assert space.spec.channels == 3 * factor ** 2 and space.spec.downscale == factor
+
+
+def test_space_to_depth_refuses_sizes_that_do_not_divide():
+    with pytest.raises(CFMError, match="multiple"):
+        SpaceToDepth(4).encode(pixels(size=(1, 3, 10, 16)))
+    with pytest.raises(CFMError, match="factor"):
+        SpaceToDepth(0)
+
+
+def test_psu_in_pixel_space_is_bilinear_upsampling():
+    x = pixels(2)
+    expected = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    assert torch.equal(pixel_space_upsample(x, PixelSpace(), 2), expected)
+    assert torch.equal(upsample(x, PixelSpace(), 2, "psu"), expected)
+    assert torch.equal(latent_upsample(x, 2, "bilinear"), expected)
+
+
+def test_psu_through_space_to_depth_is_bilinear_in_pixels():
+    x = pixels(3)
+    space = SpaceToDepth(2)
+    up = pixel_space_upsample(space.encode(x), space, 2)
+    assert torch.equal(space.decode(up), F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
+
+
+def test_upsample_dispatch_and_refusals():
+    z = torch.randn(1, 4, 5, 5)
+    assert torch.equal(upsample(z, None, 2, "latent-nearest"), F.interpolate(z, scale_factor=2, mode="nearest"))
+    with pytest.raises(CFMError, match="psu"):
+        upsample(z, None, 2, "psu")
+    with pytest.raises(CFMError, match="upsample"):
+        upsample(z, None, 2, "lanczos")
+
+
+def test_latent_scaling_round_trip():
+    raw = torch.randn(2, 4, 3, 3)
+    scaling = LatentScaling(0.13025, 0.1)
+    torch.testing.assert_close(scaling.to_model(raw), (raw - 0.1) * 0.13025)
+    torch.testing.assert_close(scaling.to_raw(scaling.to_model(raw)), raw)
+    assert LatentSpec().scaling == LatentScaling(0.18215, 0.0)
+
+
+def test_latent_spec_refuses_unknown_kinds_and_survives_a_dict_round_trip():
+    spec = LatentSpec(channels=16, downscale=8, scale_factor=0.3611, shift_factor=0.1159, name="flux", fingerprint="ab")
+    assert LatentSpec.from_dict({**spec.to_dict(), "future_field": 1}) == spec
+    with pytest.raises(CFMError, match="kind"):
+        LatentSpec(kind="wavelet")
+
+
+def test_check_space_matches():
+    spec = LatentSpec(channels=4, fingerprint="aaaa")
+    check_space_matches(spec, LatentSpec(channels=4, fingerprint="aaaa"))
+    check_space_matches(spec, LatentSpec(channels=4, fingerprint=""))  # unknown weights: channel check only
+    with pytest.raises(CFMError, match="4-channel"):
+        check_space_matches(spec, LatentSpec(channels=16, fingerprint="aaaa"))
+    with pytest.raises(CFMError, match="fingerprint"):
+        check_space_matches(spec, LatentSpec(channels=4, fingerprint="bbbb"))
+
+
+def test_fingerprint_agrees_across_precisions_and_differs_across_vaes():
+    for seed in range(20):
+        w = torch.randn(8, 8, 1, 1, generator=torch.Generator().manual_seed(seed)) * 0.1
+        fp = vae_fingerprint(w)
+        assert vae_fingerprint(w.half()) == fp == vae_fingerprint(w.bfloat16()) == vae_fingerprint(w.double())
+        other = torch.randn(8, 8, 1, 1, generator=torch.Generator().manual_seed(seed + 100)) * 0.1
+        assert vae_fingerprint(other) != fp
+    assert vae_fingerprint(None) == ""
+
+
+# --------------------------------------------------------------------------------------------- diffusers VAE
+
+def tiny_autoencoder():
+    torch.manual_seed(0)
+    vae = diffusers.AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                                  up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(32, 32),
+                                  layers_per_block=1, latent_channels=4, norm_num_groups=32, sample_size=32)
+    with torch.no_grad():  # make the posterior mean depend on the input strongly enough to be checked
+        for p in vae.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return vae.eval()
+
+
+def diffusers_to_ldm(sd: dict[str, torch.Tensor], levels: int) -> dict[str, torch.Tensor]:
+    """The original LDM (``first_stage_model``) key layout of a diffusers AutoencoderKL state dict."""
+    from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING
+
+    top = DIFFUSERS_TO_LDM_MAPPING["vae"]
+    attention = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+    out = {}
+    for key, value in sd.items():
+        if key in top:
+            out[top[key]] = value
+            continue
+        key = key.replace("conv_shortcut", "nin_shortcut")
+        if m := re.fullmatch(r"encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
+            out[f"encoder.down.{m[1]}.block.{m[2]}.{m[3]}"] = value
+        elif m := re.fullmatch(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.(.+)", key):
+            out[f"encoder.down.{m[1]}.downsample.{m[2]}"] = value
+        elif m := re.fullmatch(r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
+            out[f"decoder.up.{levels - 1 - int(m[1])}.block.{m[2]}.{m[3]}"] = value
+        elif m := re.fullmatch(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.(.+)", key):
+            out[f"decoder.up.{levels - 1 - int(m[1])}.upsample.{m[2]}"] = value
+        elif m := re.fullmatch(r"(encoder|decoder)\.mid_block\.resnets\.(\d+)\.(.+)", key):
+            out[f"{m[1]}.mid.block_{int(m[2]) + 1}.{m[3]}"] = value
+        elif m := re.fullmatch(r"(encoder|decoder)\.mid_block\.attentions\.0\.(.+)\.(weight|bias)", key):
+            name = attention[m[2]]
+            out[f"{m[1]}.mid.attn_1.{name}.{m[3]}"] = value[..., None, None] if value.ndim == 2 else value
+        else:
+            raise AssertionError(f"unmapped diffusers VAE key {key}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def vae_files(tmp_path_factory):
+    vae = tiny_autoencoder()
+    root = tmp_path_factory.mktemp("vae")
+    vae.save_pretrained(str(root / "folder"), safe_serialization=True)
+    sd = {k: v.contiguous() for k, v in vae.state_dict().items()}
+    save_file(sd, str(root / "diffusers.safetensors"))
+    save_file({f"first_stage_model.{k}": v.contiguous() for k, v in diffusers_to_ldm(sd, 2).items()},
+              str(root / "ldm.safetensors"))
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4, 3, 3)},
+              str(root / "not_a_vae.safetensors"))
+    save_file({k: v for k, v in sd.items() if not k.startswith("decoder.")}, str(root / "encoder_only.safetensors"))
+    torch.save(sd, str(root / "pickled.ckpt"))
+    return vae, root
+
+
+@pytest.mark.parametrize("source", ["folder", "diffusers.safetensors", "ldm.safetensors"])
+def test_diffusers_vae_loads_from_every_layout(vae_files, source):
+    vae, root = vae_files
+    space = DiffusersVAE.load(str(root / source))
+    loaded = space.vae.state_dict()
+    assert loaded.keys() == vae.state_dict().keys()
+    assert all(torch.equal(loaded[k], v) for k, v in vae.state_dict().items())
+    spec = space.spec
+    assert (spec.kind, spec.channels, spec.downscale, spec.scale_factor) == ("vae", 4, 2, 0.18215)
+    assert spec.fingerprint == vae_fingerprint(vae.quant_conv.weight) != ""
+    assert spec.name == source.split(".")[0]
+
+
+def test_encode_is_the_scaled_posterior_mean_and_decode_inverts_the_scale(vae_files):
+    vae, root = vae_files
+    space = DiffusersVAE.load(str(root / "ldm.safetensors"), scale_factor=0.5, shift_factor=0.25)
+    x = pixels(4, (1, 3, 16, 16))
+    with torch.no_grad():
+        posterior = vae.encode(x).latent_dist
+        z = space.encode(x)
+        torch.testing.assert_close(z, (posterior.mean - 0.25) * 0.5)
+        assert (posterior.std > 1e-3).all() and not torch.allclose(z, (posterior.sample() - 0.25) * 0.5)
+        torch.testing.assert_close(space.decode(z), vae.decode(posterior.mean).sample)
+    assert z.shape == (1, 4, 8, 8)
+
+
+def test_latent_scaling_is_the_only_place_the_scale_is_applied(vae_files, monkeypatch):
+    """With LatentScaling made the identity, the VAE space returns the raw posterior mean and decodes raw latents:
+    no other code path scales."""
+    vae, root = vae_files
+    space = DiffusersVAE.load(str(root / "folder"))
+    monkeypatch.setattr(LatentScaling, "to_model", lambda self, raw: raw)
+    monkeypatch.setattr(LatentScaling, "to_raw", lambda self, z: z)
+    x = pixels(5, (1, 3, 16, 16))
+    with torch.no_grad():
+        mean = vae.encode(x).latent_dist.mean
+        torch.testing.assert_close(space.encode(x), mean)
+        torch.testing.assert_close(space.decode(mean), vae.decode(mean).sample)
+
+
+def test_files_that_are_not_vaes_are_refused(vae_files, tmp_path):
+    _, root = vae_files
+    with pytest.raises(CFMError, match="not an SD-style"):
+        DiffusersVAE.load(str(root / "not_a_vae.safetensors"))
+    with pytest.raises(CFMError, match="complete VAE"):
+        DiffusersVAE.load(str(root / "encoder_only.safetensors"))
+    with pytest.raises(CFMError, match="pickle"):
+        DiffusersVAE.load(str(root / "pickled.ckpt"))
+    with pytest.raises(CFMError, match="does not exist"):
+        DiffusersVAE.load(str(tmp_path / "absent.safetensors"))
+    with pytest.raises(CFMError, match="config.json"):
+        DiffusersVAE.load(str(tmp_path))
+    (tmp_path / "cut.safetensors").write_bytes((root / "ldm.safetensors").read_bytes()[:300])
+    with pytest.raises(CFMError, match="complete"):
+        DiffusersVAE.load(str(tmp_path / "cut.safetensors"))
