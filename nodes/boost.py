@@ -1,0 +1,75 @@
+"""CFMBoost: PixelSpaceUpsample + noise augmentation + CFMUpscaleLatent in one node (the usual graph)."""
+from __future__ import annotations
+
+from cfm_core import latent_upsample
+
+from .common import (
+    CATEGORY,
+    batch_indices,
+    check_latent_for_model,
+    check_vae_matches,
+    latent_samples,
+    model_scaling,
+    output_latent,
+    reject_augmented,
+    require_latent_model,
+    resize_noise_mask,
+    to_model_space,
+    to_raw_space,
+    vae_downscale,
+)
+from .noise_augment import NOISE_STEP_INPUT
+from .pixel_upsample import RESIZE_MODES, VAE_TILING_INPUTS, psu_raw
+from .solve import SolveSettings, solve_latent
+from .upscale_latent import SOLVER_INPUTS, TILE_INPUTS
+from .vae_space import DEFAULT_TILE_PX
+
+
+def upsample_for_model(handle, vae, raw, resize_method: str, vae_tiling: str, vae_tile_size: int):
+    """Model-space z_up: PSU through the VAE, or the latent resize a model was trained with instead."""
+    cfg, scaling = handle.config, model_scaling(handle.config.latent)
+    if cfg.upsample.startswith("latent-"):
+        return latent_upsample(to_model_space(raw, scaling), cfg.factor, cfg.upsample.split("-", 1)[1])
+    return to_model_space(psu_raw(vae, raw, float(cfg.factor), resize_method, vae_tiling, vae_tile_size), scaling)
+
+
+class CFMBoost:
+    DESCRIPTION = ("All-in-one CFM upscale of a LATENT by the model's factor (usually 2×): pixel-space upsampling "
+                   "through the VAE, noise augmentation and a few ODE steps of the CFM model. Equivalent to "
+                   "PixelSpaceUpsample → CFMUpscaleLatent. Output: an unscaled high-res LATENT for VAE Decode or a "
+                   "second KSampler pass. The VAE must be the one the model was trained for.")
+    CATEGORY = CATEGORY
+    FUNCTION = "boost"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The upscaled latent (factor × the input size) in the VAE's unscaled space.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "samples": ("LATENT", {"tooltip": "The low-resolution latent, e.g. from a KSampler."}),
+            "vae": ("VAE", {"tooltip": "The VAE of this latent, the one the CFM model was trained for."}),
+            "cfm_model": ("CFM_MODEL", {"tooltip": "A latent CFM model from CFMLoader."}),
+            **SOLVER_INPUTS,
+            "noise_step": NOISE_STEP_INPUT,
+            "resize_method": (list(RESIZE_MODES), {
+                "default": "bilinear",
+                "tooltip": "Pixel resize inside the upsampling; bilinear is what the models are trained with."}),
+            **TILE_INPUTS,
+            **VAE_TILING_INPUTS,
+        }}
+
+    def boost(self, samples: dict, vae, cfm_model, solver: str = "default", steps: int = 0, seed: int = 0,
+              noise_step: int = -1, resize_method: str = "bilinear", tile: int = 0, overlap: int = 8,
+              vae_tiling: str = "auto", vae_tile_size: int = DEFAULT_TILE_PX):
+        reject_augmented(samples, "CFMBoost")
+        require_latent_model(cfm_model.config.latent, cfm_model.name)
+        check_vae_matches(cfm_model.config.latent, vae)
+        raw = latent_samples(samples)
+        check_latent_for_model(cfm_model.model, raw, "LATENT")
+        z_up = upsample_for_model(cfm_model, vae, raw, resize_method, vae_tiling, vae_tile_size)
+        settings = SolveSettings.from_inputs(solver, steps, seed, noise_step, tile, overlap)
+        z1 = solve_latent(cfm_model, z_up, settings, batch_indices=batch_indices(samples, raw.shape[0]))
+        out = output_latent(samples, to_raw_space(z1, model_scaling(cfm_model.config.latent)))
+        d = vae_downscale(vae)
+        return (resize_noise_mask(out, z1.shape[-2] * d, z1.shape[-1] * d),)

@@ -1,0 +1,122 @@
+"""PixelSpaceUpsample: the paper's pixel-space upsampling (PSU) of a LATENT, the CFM model's starting point.
+
+    z_up = E(resize(D(z), ×s))        (bilinear, align_corners=False, no antialias: as the models are trained)
+
+Everything happens on raw latents, so the VAE's scale factor plays no part. The result is the *clean* upsampled
+latent: feed it to CFMUpscaleLatent (which noise-augments internally) or to NoiseAugment first.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from cfm_core import CFMError
+
+from .common import (
+    CATEGORY,
+    check_finite,
+    check_vae_matches,
+    latent_samples,
+    output_latent,
+    reject_augmented,
+    require_latent_model,
+    resize_noise_mask,
+    vae_downscale,
+)
+from .vae_space import DEFAULT_TILE_PX, TILING_MODES, ComfyVAESpace
+
+RESIZE_MODES = ("bilinear", "bicubic", "nearest-exact")
+MAX_SCALE = 8.0
+
+VAE_TILING_INPUTS = {
+    "vae_tiling": (list(TILING_MODES), {
+        "default": "auto",
+        "tooltip": "Decode/encode the image in tiles. auto: only for images above 4 megapixels, or when the plain "
+                   "VAE call runs out of memory. Tiles cost ~3× the time but bound the VRAM."}),
+    "vae_tile_size": ("INT", {
+        "default": DEFAULT_TILE_PX, "min": 64, "max": 4096, "step": 64,
+        "tooltip": "Tile size in pixels for tiled VAE decode/encode (like VAE Encode (Tiled)); the overlap is 64 px "
+                   "or a quarter of the tile."}),
+}
+
+
+def resize_image(image: torch.Tensor, height: int, width: int, mode: str) -> torch.Tensor:
+    """[B, H, W, C] → [B, height, width, C]. No clamp and no antialias (the models are trained that way)."""
+    if mode not in RESIZE_MODES:
+        raise CFMError(f"resize_method={mode!r} is unknown; use one of {RESIZE_MODES}")
+    x = image.movedim(-1, 1)
+    if mode in ("bilinear", "bicubic"):
+        x = F.interpolate(x, size=(height, width), mode=mode, align_corners=False)
+    else:
+        x = F.interpolate(x, size=(height, width), mode=mode)
+    return x.movedim(1, -1)
+
+
+def target_size(raw: torch.Tensor, scale: float) -> tuple[int, int]:
+    """The upsampled latent's size, round(h·s) × round(w·s); pixels are resized to exactly d× that."""
+    h, w = raw.shape[-2:]
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def psu_raw(vae, raw: torch.Tensor, scale: float, mode: str = "bilinear", tiling: str = "auto",
+            tile_size: int = DEFAULT_TILE_PX) -> torch.Tensor:
+    """Raw latent [B, C, h, w] → raw latent [B, C, round(s·h), round(s·w)] through pixel space."""
+    if not 1.0 <= scale <= MAX_SCALE:
+        raise CFMError(f"scale_by={scale:g} must be between 1 and {MAX_SCALE:g}")
+    if raw.shape[1] != vae.latent_channels:
+        raise CFMError(f"LATENT has {raw.shape[1]} channels but the VAE makes {vae.latent_channels}-channel "
+                       "latents; connect the VAE that produced this latent")
+    check_finite(raw, "LATENT", "check the sampler/VAE that produced it")
+    space = ComfyVAESpace(vae, tiling=tiling, tile_size=tile_size)  # identity scaling: raw in, raw out
+    d = vae_downscale(vae)
+    new_h, new_w = target_size(raw, scale)
+    image = space.decode_raw(raw)
+    return space.encode_raw(resize_image(image, new_h * d, new_w * d, mode))
+
+
+class PixelSpaceUpsample:
+    DESCRIPTION = ("Pixel-space upsampling (PSU), the starting point of a CFM upscale: VAE-decode the latent, "
+                   "resize the image (bilinear, as the models are trained) and VAE-encode it again. The output is "
+                   "the clean upsampled LATENT (unscaled, like every ComfyUI latent); noise_mask is resized and "
+                   "batch_index kept. Connect it to CFMUpscaleLatent, or to NoiseAugment for manual control.")
+    CATEGORY = CATEGORY
+    FUNCTION = "upsample"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The clean upsampled latent in the VAE's unscaled space.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "samples": ("LATENT", {"tooltip": "The low-resolution latent, e.g. from a KSampler."}),
+                "vae": ("VAE", {"tooltip": "The VAE of this latent (and the one the CFM model was trained for)."}),
+                "scale_by": ("FLOAT", {
+                    "default": 2.0, "min": 0.0, "max": MAX_SCALE, "step": 0.05,
+                    "tooltip": "Upscale factor. 0 = the connected CFM model's factor (2 if none). CFM models are "
+                               "trained for one factor (usually 2): other values give them unfamiliar input."}),
+                "resize_method": (list(RESIZE_MODES), {
+                    "default": "bilinear",
+                    "tooltip": "Pixel resize between decode and encode. bilinear is what the models are trained "
+                               "with; the others are for experiments."}),
+                **VAE_TILING_INPUTS,
+            },
+            "optional": {
+                "cfm_model": ("CFM_MODEL", {
+                    "tooltip": "Optional: supplies the factor when scale_by is 0, and checks that the VAE is the "
+                               "one the model was trained for."}),
+            },
+        }
+
+    def upsample(self, samples: dict, vae, scale_by: float = 2.0, resize_method: str = "bilinear",
+                 vae_tiling: str = "auto", vae_tile_size: int = DEFAULT_TILE_PX, cfm_model=None):
+        reject_augmented(samples, "PixelSpaceUpsample")
+        raw = latent_samples(samples)
+        if cfm_model is not None:
+            require_latent_model(cfm_model.config.latent, cfm_model.name)
+            check_vae_matches(cfm_model.config.latent, vae)
+        scale = scale_by or (cfm_model.config.factor if cfm_model is not None else 2.0)
+        up = psu_raw(vae, raw, float(scale), resize_method, vae_tiling, vae_tile_size)
+        d = vae_downscale(vae)
+        out = output_latent(samples, up)
+        return (resize_noise_mask(out, up.shape[-2] * d, up.shape[-1] * d),)

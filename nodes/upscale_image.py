@@ -1,0 +1,95 @@
+"""CFMUpscaleImage: IMAGE → IMAGE with a pixel-space CFM model (like the bundled one), or a latent one plus its VAE.
+
+The start point is made as in training: bilinear resize of the image itself, then encode (no decode), via
+:func:`cfm_core.pipeline.upscale_image`. Sizes that are not a multiple of the model's space are edge-padded and the
+result cropped back, so any image size works.
+"""
+from __future__ import annotations
+
+import comfy.model_management as mm
+import torch
+import torch.nn.functional as F
+
+from cfm_core import CFMError
+from cfm_core.pipeline import upscale_image
+
+from .common import CATEGORY, check_finite, check_vae_matches, model_scaling
+from .noise_augment import NOISE_STEP_INPUT
+from .solve import SolveSettings, check_output, run_model
+from .upscale_latent import SOLVER_INPUTS, TILE_INPUTS
+from .vae_space import ComfyVAESpace
+
+MIN_IMAGE_SIDE = 16
+
+
+def to_rgb_bchw(image: torch.Tensor) -> torch.Tensor:
+    """ComfyUI IMAGE [B, H, W, C] 0..1 → [B, 3, H, W] (alpha dropped, grey repeated)."""
+    if image.ndim != 4 or image.shape[-1] not in (1, 3, 4):
+        raise CFMError(f"IMAGE has shape {tuple(image.shape)}; expected [B, H, W, 3] (a ComfyUI IMAGE)")
+    if min(image.shape[1:3]) < MIN_IMAGE_SIDE:
+        raise CFMError(f"IMAGE is {image.shape[2]}×{image.shape[1]} px; CFMUpscaleImage needs at least "
+                       f"{MIN_IMAGE_SIDE}×{MIN_IMAGE_SIDE}")
+    x = image[..., :3] if image.shape[-1] != 1 else image.expand(-1, -1, -1, 3)
+    check_finite(x, "IMAGE", "check the node that produced it")
+    return x.movedim(-1, 1).float()
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+
+class CFMUpscaleImage:
+    DESCRIPTION = ("Upscales an IMAGE with a CFM model by its factor (usually 2×). Made for pixel-space models such "
+                   "as the bundled cfm-pixel-2x (no VAE needed); a latent model also works when its VAE is "
+                   "connected. Any image size: edges are padded to the model's grid and cropped back.")
+    CATEGORY = CATEGORY
+    FUNCTION = "upscale"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("image",)
+    OUTPUT_TOOLTIPS = ("The upscaled image, factor × the input size, RGB 0..1.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "image": ("IMAGE", {"tooltip": "The image to upscale (RGB; alpha is ignored)."}),
+                "cfm_model": ("CFM_MODEL", {"tooltip": "A CFM model from CFMLoader, e.g. the bundled pixel model."}),
+                **SOLVER_INPUTS,
+                "noise_step": NOISE_STEP_INPUT,
+                **TILE_INPUTS,
+            },
+            "optional": {
+                "vae": ("VAE", {
+                    "tooltip": "Only for latent CFM models: the VAE the model was trained for. Not needed for "
+                               "pixel-space models."}),
+            },
+        }
+
+    def upscale(self, image: torch.Tensor, cfm_model, solver: str = "default", steps: int = 0, seed: int = 0,
+                noise_step: int = -1, tile: int = 0, overlap: int = 8, vae=None):
+        spec, factor = cfm_model.config.latent, cfm_model.config.factor
+        space = None
+        if spec.kind == "vae":
+            if vae is None:
+                raise CFMError(f"CFM model {cfm_model.name!r} works in the latent space of VAE {spec.name!r}; connect "
+                               "that VAE to CFMUpscaleImage, or use CFMBoost on the LATENT")
+            check_vae_matches(spec, vae)
+            space = ComfyVAESpace(vae, model_scaling(spec))
+        x = to_rgb_bchw(image)
+        h, w = x.shape[-2:]
+        x = pad_to_multiple(x, spec.downscale)
+        latent_shape = (x.shape[0], spec.channels, factor * x.shape[-2] // spec.downscale,
+                        factor * x.shape[-1] // spec.downscale)
+        settings = SolveSettings.from_inputs(solver, steps, seed, noise_step, tile, overlap)
+
+        def attempt(tile_, overlap_, callback, interrupt):
+            return upscale_image(cfm_model.model, x, space, solver=settings.solver, steps=settings.steps,
+                                 seed=settings.seed, noise_step=settings.noise_step, tile=tile_, overlap=overlap_,
+                                 callback=callback, interrupt=interrupt)
+
+        out, result = run_model(cfm_model, latent_shape, settings, attempt)
+        check_output(cfm_model, result.latent)
+        out = out[..., : factor * h, : factor * w].movedim(1, -1).contiguous()
+        return (out.to(mm.intermediate_device()),)
