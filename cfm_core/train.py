@@ -59,7 +59,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model-channels", type=int, default=None)
     g.add_argument("--channel-mult", default=None, help="comma list, e.g. 1,2,2,4")
     g.add_argument("--num-res-blocks", type=int, default=None)
-    g.add_argument("--attention-resolutions", default=None, help="comma list of downsample factors ('' = none)")
+    g.add_argument("--attention-resolutions", default=None, help="comma list of downsample factors, or 'none'")
     g.add_argument("--num-heads", type=int, default=None)
     g.add_argument("--dim-head", type=int, default=None)
     g.add_argument("--objective", default="cfm", choices=OBJECTIVES, help="cfm (default), fm, l2 or l1")
@@ -113,6 +113,8 @@ def build_space(args: argparse.Namespace, device: torch.device) -> LatentSpace:
 def _int_list(text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
+    if text.strip().lower() in ("", "none"):
+        return ()
     try:
         return tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
