@@ -1,0 +1,81 @@
+"""Section 6 — training throughput: one optimisation step = CFM loss forward + backward + Adam update.
+
+Measured with :func:`cfm_core.path.training_loss` and ``torch.optim.Adam`` directly (the training script adds data
+loading, EMA and checkpoints on top), on random latents of the paper's shape.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from .bench_common import RANDOM_WEIGHTS, BenchContext, Section, Table, free_memory, timed
+from .bench_models import build_cfm_unet, count_parameters
+from .path import training_loss
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    presets: tuple[str, ...] = ("small", "paper-113m")
+    latent: int = 64
+    batch: int = 2
+    precisions: tuple[str, ...] = ("fp32", "bf16 autocast")
+    lr: float = 3e-5  # the official code's Adam learning rate
+
+
+def train_step_call(net, batch: int, latent: int, device: torch.device, precision: str, lr: float, seed: int):
+    """A closure making one Adam step on a fixed random batch; returns the loss."""
+    net.train().requires_grad_(True)
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    c = net.config.latent_channels
+    x1 = torch.randn(batch, c, latent, latent, generator=gen).to(device)
+    z_up = torch.randn(batch, c, latent, latent, generator=gen).to(device)
+    loss_gen = torch.Generator(device=device).manual_seed(seed)
+
+    def step() -> float:
+        autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16 autocast"
+                    else contextlib.nullcontext())
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            loss = training_loss(net, x1, z_up, "cfm", generator=loss_gen).loss
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    return step
+
+
+def run_train(ctx: BenchContext, cfg: TrainConfig | None = None) -> Section:
+    cfg = cfg or TrainConfig()
+    section = Section("train", f"Training throughput at {cfg.latent}² latents, batch {cfg.batch}")
+    table = Table("One step = loss forward + backward + Adam (median)",
+                  ["preset", "parameters", "precision", "s / step", "samples / s", "loss finite"])
+    for name in cfg.presets:
+        for precision in cfg.precisions:
+            net = build_cfm_unet(name, ctx.device, ctx.seed)
+            step = train_step_call(net, cfg.batch, cfg.latent, ctx.device, precision, cfg.lr, ctx.seed)
+            timing = timed(ctx, section, step, f"{name} {precision} train step")
+            table.rows.append({"preset": name, "parameters": count_parameters(net), "precision": precision,
+                               "s / step": timing.seconds, "samples / s": cfg.batch / timing.seconds,
+                               "loss finite": bool(torch.isfinite(torch.tensor(timing.result)))})
+            timing.result = None
+            del net, step
+            free_memory()
+    section.tables.append(table)
+    section.notes += [f"{RANDOM_WEIGHTS}; objective cfm (noise step 400), Adam lr {cfg.lr:g}, fresh t and noise "
+                      "each step, no EMA, no data loading."]
+    return section
+
+
+def plot_train(section: Section, path: str) -> None:
+    from .bench_report import new_figure, save_figure
+
+    rows = section.tables[0].rows
+    fig, ax = new_figure()
+    ax.bar(range(len(rows)), [r["samples / s"] for r in rows], color=[f"C{i % 2}" for i in range(len(rows))])
+    ax.set_xticks(range(len(rows)), [f"{r['preset']}\n{r['precision']}" for r in rows], fontsize=7)
+    ax.set_ylabel("samples / s")
+    ax.set_title(section.title, fontsize=9)
+    save_figure(fig, path)
