@@ -43,8 +43,10 @@ class TiledVelocity:
                  interrupt: Callable[[], None] | None = None):
         if tile < 1 or overlap < 0 or overlap >= tile:
             raise CFMError(f"tile={tile}, overlap={overlap}: need tile ≥ 1 and 0 ≤ overlap < tile")
-        self.velocity, self.overlap, self.interrupt = velocity, overlap, interrupt
+        self.velocity, self.interrupt = velocity, interrupt
         self.tile = max(stride, tile - tile % stride)  # whole network strides avoid padding inside tiles
+        # rounding the tile down may leave it no larger than the overlap: then overlap half a tile
+        self.overlap = overlap if overlap < self.tile else self.tile // 2
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, z_up: torch.Tensor) -> torch.Tensor:
         h, w = x_t.shape[-2:]

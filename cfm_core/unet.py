@@ -228,7 +228,7 @@ class VelocityUNet(nn.Module):
     def forward(self, x_t: torch.Tensor, t: torch.Tensor | float, z_up: torch.Tensor) -> torch.Tensor:
         b, _, height, width = x_t.shape
         t = torch.as_tensor(t, device=x_t.device, dtype=torch.float32)
-        t = t.expand(b) if t.ndim == 0 else t.reshape(b)
+        t = t.reshape(()).expand(b) if t.numel() == 1 else t.reshape(b)  # one t for the batch, or one per sample
         s = self.config.stride
         pad_h, pad_w = (-height) % s, (-width) % s
         h = torch.cat([x_t, z_up], dim=1)

@@ -226,3 +226,34 @@ def test_files_that_are_not_vaes_are_refused(vae_files, tmp_path):
     (tmp_path / "cut.safetensors").write_bytes((root / "ldm.safetensors").read_bytes()[:300])
     with pytest.raises(CFMError, match="complete"):
         DiffusersVAE.load(str(tmp_path / "cut.safetensors"))
+
+
+def test_space_from_spec_checks_the_vae_against_the_model(vae_files):
+    from cfm_core.autoencoders import space_from_spec
+
+    vae, root = vae_files
+    good = LatentSpec(channels=4, downscale=2, fingerprint=vae_fingerprint(vae.quant_conv.weight), name="tiny")
+    space = space_from_spec(good, str(root / "folder"))
+    assert space.spec.fingerprint == good.fingerprint and space.spec.name == "tiny"
+    other = torch.randn_like(vae.quant_conv.weight)
+    with pytest.raises(CFMError, match="fingerprint"):
+        space_from_spec(LatentSpec(channels=4, downscale=2, fingerprint=vae_fingerprint(other)), str(root / "folder"))
+    with pytest.raises(CFMError, match="--vae"):
+        space_from_spec(good)
+    assert isinstance(space_from_spec(PixelSpace.spec), PixelSpace)
+    assert space_from_spec(SpaceToDepth(4).spec).factor == 4
+
+
+def test_upscale_image_through_a_vae(vae_files):
+    from helpers import tiny_model
+
+    from cfm_core.pipeline import upscale_image
+
+    _, root = vae_files
+    space = DiffusersVAE.load(str(root / "diffusers.safetensors"))
+    model = tiny_model(4, space.spec)
+    image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    out, result = upscale_image(model, image, space, steps=2, seed=3)
+    again, _ = upscale_image(model, image, space, steps=2, seed=3)
+    assert out.shape == (1, 3, 32, 32) and result.latent.shape == (1, 4, 16, 16) and result.nfe == 2
+    assert torch.equal(out, again) and 0 <= out.min() and out.max() <= 1

@@ -71,6 +71,13 @@ def test_interrupt_is_checked_for_every_tile():
         TiledVelocity(pointwise, tile=8, overlap=2, interrupt=stop)(x, torch.tensor([0.5]), x)
 
 
+def test_an_overlap_left_larger_than_the_rounded_tile_is_reduced():
+    tiled = TiledVelocity(pointwise, tile=18, overlap=17, stride=8)  # valid as given; the tile rounds to 16
+    assert tiled.tile == 16 and tiled.overlap == 8
+    x = torch.randn(1, 4, 40, 40)
+    torch.testing.assert_close(tiled(x, torch.tensor([0.5]), x), pointwise(x, torch.tensor([0.5]), x))
+
+
 @pytest.mark.parametrize("tile, overlap", [(0, 0), (8, 8), (8, -1), (8, 12)])
 def test_bad_tile_settings_are_refused(tile, overlap):
     with pytest.raises(CFMError, match="tile"):

@@ -155,9 +155,11 @@ def test_time_may_be_a_float_a_scalar_or_one_value_per_sample():
         a = net(x, 0.25, x)
         b = net(x, torch.tensor(0.25), x)
         c = net(x, torch.tensor([0.25, 0.25]), x)
+        one = net(x, torch.tensor([0.25]), x)
         d = net(x, torch.tensor([0.25, 0.75]), x)
     torch.testing.assert_close(a, b)
     torch.testing.assert_close(a, c)
+    torch.testing.assert_close(a, one)
     torch.testing.assert_close(a[0], d[0])
     assert (a[1] - d[1]).abs().max() > 1e-4  # t matters
 
