@@ -50,3 +50,15 @@ def comfy(tmp_path, monkeypatch):
         sys.path.remove(str(STUB_DIR))
         _purge_comfy_modules()
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """The suite's tensors are tiny; on a shared 2-core machine extra intra-op threads mostly spin-wait on each
+    other (measured 10–100× slower). ``CFM_TEST_THREADS`` overrides."""
+    import os
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(os.environ.get("CFM_TEST_THREADS", "1")))
+    yield
+    torch.set_num_threads(previous)
