@@ -43,7 +43,7 @@ class CFMConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CFMConfig":
+    def from_dict(cls, d: dict) -> CFMConfig:
         d = dict(d)
         d["unet"] = UNetConfig.from_dict(d["unet"])
         d["latent"] = LatentSpec.from_dict(d["latent"])

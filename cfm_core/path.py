@@ -12,8 +12,8 @@ Baselines from the paper's ablation (Tab. 3), same network and data:
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

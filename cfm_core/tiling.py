@@ -6,7 +6,7 @@ unity after normalisation).
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
