@@ -61,6 +61,16 @@ def build_context(args: argparse.Namespace) -> BenchContext:
                         seed=args.seed, **timing)
 
 
+def contention_warnings(machine: dict) -> list[str]:
+    """A busy machine makes multi-threaded CPU timings unreliable (OpenMP threads wait on each other)."""
+    load, cpus, threads = machine.get("load_average"), machine.get("cpu_count") or 1, machine["torch_threads"]
+    if machine["device"] == "cpu" and load and threads > 1 and load[0] + threads > cpus + 0.5:
+        return [f"1-min load average {load[0]} with {cpus} CPUs: other processes compete with torch's {threads} "
+                "threads, which can slow multi-threaded kernels several-fold; --threads 1 is steadier on a busy "
+                "machine"]
+    return []
+
+
 def run_sections(ctx: BenchContext, specs) -> tuple[list[Section], list[str]]:
     """Run each section; a section that fails is reported as such and the others still run."""
     sections, failures = [], []
@@ -93,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
                    f"exceeds {ctx.budget_s:g} s / repeats)" + ("; GPU synchronised" if ctx.device.type == "cuda"
                                                                 else "")),
     }
+    header["warnings"] = contention_warnings(header["machine"])
+    for warning in header["warnings"]:
+        ctx.log(f"[bench] warning: {warning}")
     sections, failures = run_sections(ctx, specs)
     header["load_average_end"] = load_average()
     header["wall_seconds"] = time.perf_counter() - start

@@ -72,6 +72,7 @@ def markdown_report(header: dict, sections: list[Section]) -> str:
         f"- load average at start: {m['load_average']}; at end: {header.get('load_average_end')} "
         "(other processes on this machine slow every figure; ratios are measured side by side in this run)",
         f"- timing: {header['timing']}",
+        *(f"- **warning**: {w}" for w in header.get("warnings", [])),
     ]
     body = [markdown_section(i, s) for i, s in enumerate(sections, 1)]
     goals = [g for s in sections for g in s.goals]

@@ -255,3 +255,12 @@ def test_cli_runs_selected_sections_and_writes_json_and_plots(monkeypatch, tmp_p
     assert data["sections"]["train"]["timings"][0]["repeats"] == 1
     assert (tmp_path / "plots" / "train.png").stat().st_size > 0
     assert main(["bench", "--sections", "nope"]) == 2
+
+
+def test_contention_warning_only_when_busy():
+    from cfm_core.bench import contention_warnings
+
+    machine = {"device": "cpu", "cpu_count": 2, "torch_threads": 2, "load_average": [5.0, 5.0, 5.0]}
+    assert contention_warnings(machine) and "--threads 1" in contention_warnings(machine)[0]
+    assert not contention_warnings({**machine, "load_average": [0.1, 0.1, 0.1]})
+    assert not contention_warnings({**machine, "torch_threads": 1})
