@@ -85,6 +85,14 @@ def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
     assert path.read_bytes() == b"new"
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_atomic_write_gives_new_files_the_usual_mode(tmp_path):
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic_write(str(tmp_path / "atomic.txt"), lambda tmp: Path(tmp).write_text("x"))
+    assert (tmp_path / "atomic.txt").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+
+
 # ------------------------------------------------------------------------------------------------- refusals
 
 def saved_model(tmp_path) -> tuple[Path, dict, dict]:
