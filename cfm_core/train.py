@@ -261,6 +261,16 @@ class Trainer:
         self.optim.load_state_dict(state["optim"])
         self.step = int(state["step"])
         self.elapsed_before = float(state.get("elapsed", 0.0))
+        self._truncate_log()
+
+    def _truncate_log(self) -> None:
+        """Drop log lines written after the saved state (a crash between saves), so the curve has no repeats."""
+        path = os.path.join(self.args.out, LOG_FILE)
+        if self.rank or not os.path.isfile(path):
+            return
+        with open(path) as fh:
+            kept = [line for line in fh if line.strip() and json.loads(line)["step"] <= self.step]
+        atomic_write(path, lambda tmp: open(tmp, "w").writelines(kept))
 
     def _data(self):
         a = self.args
@@ -341,6 +351,7 @@ class Trainer:
 
     def run(self) -> dict:
         a = self.args
+        _stop_on_sigterm()
         start = time.time() - getattr(self, "elapsed_before", 0.0)
         session_start = time.time()
         log_path = os.path.join(a.out, LOG_FILE)
@@ -386,6 +397,19 @@ class Trainer:
             dist.barrier()
             dist.destroy_process_group()
         return summary
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (preemption, `kill`, a job scheduler) stops like Ctrl-C: save, export, exit, --resume later."""
+    import signal
+    import threading
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)  # background jobs start with SIGINT ignored
 
 
 def run(args: argparse.Namespace) -> int:
