@@ -6,6 +6,8 @@ truncated checkpoint behind. Pickle files are refused: a pickle can run arbitrar
 """
 from __future__ import annotations
 
+import collections
+import functools
 import json
 import os
 import pickle
@@ -162,10 +164,18 @@ class _InertUnpickler(pickle.Unpickler):
         return allowed[qualified] if qualified in allowed else _inert_type(qualified)
 
 
+@functools.lru_cache(maxsize=1)
 def _torch_allowed_globals() -> dict:
-    from torch._weights_only_unpickler import _get_allowed_globals
+    """What ``torch.load(weights_only=True)`` itself allows (private API: fall back to the essentials)."""
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
 
-    return _get_allowed_globals()
+        return dict(_get_allowed_globals())
+    except ImportError:
+        from torch import _utils
+        return {"collections.OrderedDict": collections.OrderedDict, "torch.Size": torch.Size,
+                "torch._utils._rebuild_tensor_v2": _utils._rebuild_tensor_v2,
+                "torch._utils._rebuild_parameter": _utils._rebuild_parameter}
 
 
 # torch.load(pickle_module=...) needs only ``Unpickler`` (and ``load`` for legacy non-zip files, which we refuse).

@@ -242,6 +242,20 @@ def test_reading_the_official_file_runs_no_code_and_returns_its_tensors(official
         assert torch.equal(sd[f"model.net.{k}"], online[k])
 
 
+def test_reading_works_without_torchs_private_allowlist(official_ckpt, monkeypatch):
+    from cfm_core import checkpoint
+
+    path, marker, ema, _ = official_ckpt
+    monkeypatch.setitem(sys.modules, "torch._weights_only_unpickler", None)  # makes the import fail
+    checkpoint._torch_allowed_globals.cache_clear()
+    try:
+        sd = read_official_state_dict(str(path))
+    finally:
+        checkpoint._torch_allowed_globals.cache_clear()
+    assert not marker.exists()
+    assert all(torch.equal(sd[f"ema_model.ema_model.net.{k}"], v) for k, v in ema.items())
+
+
 def test_official_config_reads_the_architecture_off_the_shapes(official_ckpt):
     _, _, ema, _ = official_ckpt
     assert official_config(ema, dim_head=32) == preset("tiny", attention="official")
