@@ -52,6 +52,8 @@ def boost(model: CFMModel, z_up: torch.Tensor, *, solver: str | None = None, ste
         x0 = start_point(cfg.objective, z_up, noise_step, seed=seed, batch_indices=batch_indices)
     elif x0.shape != z_up.shape:
         raise CFMError(f"start latent {tuple(x0.shape)} and context {tuple(z_up.shape)} differ in shape")
+    else:
+        model.check_latent(x0, "start latent x0")  # NaN/inf from an upstream node
     context = z_up.to(model.dtype)
 
     def network(x: torch.Tensor, t: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:

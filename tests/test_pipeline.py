@@ -131,6 +131,8 @@ def test_noise_step_override_and_x0_override():
     assert torch.equal(default, boost(model, z_up, steps=1, seed=99, x0=x0).latent)
     with pytest.raises(CFMError, match="start latent"):
         boost(model, z_up, x0=x0[:, :, :4])
+    with pytest.raises(CFMError, match="start latent x0 contains NaN"):
+        boost(model, z_up, x0=torch.full_like(x0, math.nan))
 
 
 def test_callbacks_and_interrupts_reach_the_caller():
