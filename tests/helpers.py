@@ -5,23 +5,12 @@ would make many checks vacuous; ``tiny_model(randomize=True)`` re-draws those la
 """
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
 
 from cfm_core.autoencoders import LatentSpec, PixelSpace, SpaceToDepth
 from cfm_core.model import CFMConfig, CFMModel
 from cfm_core.unet import ResBlock, SelfAttention, preset
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Autouse in the modules that import it: run torch single-threaded. These tensors are tiny, and on a shared
-    2-core machine extra intra-op threads only spin-wait on each other (steps ~100× slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def default_latent(channels: int) -> LatentSpec:

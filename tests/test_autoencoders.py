@@ -7,7 +7,6 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import one_thread  # noqa: F401 (autouse fixture)
 from safetensors.torch import save_file
 
 from cfm_core.autoencoders import (

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import one_thread, randomize_zero_layers, tiny_model  # noqa: F401 (autouse fixture)
+from helpers import randomize_zero_layers, tiny_model
 from safetensors.torch import save_file
 
 from cfm_core.checkpoint import (

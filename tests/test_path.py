@@ -6,7 +6,7 @@ import time
 
 import pytest
 import torch
-from helpers import one_thread, tiny_model  # noqa: F401 (autouse fixture)
+from helpers import tiny_model
 
 from cfm_core.augment import alpha_bar
 from cfm_core.errors import CFMError

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import one_thread, tiny_model  # noqa: F401 (autouse fixture)
+from helpers import tiny_model
 
 from cfm_core.autoencoders import PixelSpace, SpaceToDepth
 from cfm_core.errors import CFMError

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import one_thread, tiny_model  # noqa: F401 (autouse fixture)
+from helpers import tiny_model
 
 from cfm_core.errors import CFMError
 from cfm_core.path import start_point

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import one_thread, randomize_zero_layers  # noqa: F401 (autouse fixture)
+from helpers import randomize_zero_layers
 
 from cfm_core.errors import CFMError
 from cfm_core.unet import PRESETS, SelfAttention, UNetConfig, VelocityUNet, count_parameters, preset, timestep_embedding
