@@ -168,14 +168,19 @@ def _strip_prefix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return sd
 
 
-def autoencoder_config_from_state_dict(sd: dict[str, torch.Tensor]) -> dict:
-    """AutoencoderKL constructor arguments read off the tensor shapes of an LDM-layout VAE state dict."""
-    levels = sorted({int(k.split(".")[2]) for k in sd if k.startswith("encoder.down.")})
-    blocks = sorted({int(k.split(".")[4]) for k in sd if k.startswith("encoder.down.0.block.")})
+# (down blocks, res blocks, first conv of a res block) in the original LDM and in the diffusers key layout
+_VAE_LAYOUTS = {"ldm": ("encoder.down.", "block", "conv1"), "diffusers": ("encoder.down_blocks.", "resnets", "conv1")}
+
+
+def autoencoder_config_from_state_dict(sd: dict[str, torch.Tensor], layout: str = "ldm") -> dict:
+    """AutoencoderKL constructor arguments read off the tensor shapes of a VAE state dict in ``layout``."""
+    down, block, conv = _VAE_LAYOUTS[layout]
+    levels = sorted({int(k.split(".")[2]) for k in sd if k.startswith(down)})
+    blocks = sorted({int(k.split(".")[4]) for k in sd if k.startswith(f"{down}0.{block}.")})
     if not levels or not blocks or "quant_conv.weight" not in sd:
-        raise CFMError("the VAE file has no encoder.down.*/quant_conv tensors: it is not an SD-style "
+        raise CFMError("the VAE file has no encoder down-block/quant_conv tensors: it is not an SD-style "
                        "AutoencoderKL; pass a VAE .safetensors or a diffusers folder")
-    widths = [int(sd[f"encoder.down.{i}.block.0.conv1.weight"].shape[0]) for i in levels]
+    widths = [int(sd[f"{down}{i}.{block}.0.{conv}.weight"].shape[0]) for i in levels]
     return {
         "in_channels": int(sd["encoder.conv_in.weight"].shape[1]),
         "out_channels": int(sd["decoder.conv_out.weight"].shape[0]),
@@ -210,7 +215,7 @@ def load_autoencoder_kl(path: str):
         raise CFMError(f"--vae {path!r} could not be read as safetensors ({exc}); is the file complete?") from None
     try:
         if any(k.startswith("encoder.down_blocks.") for k in sd):  # already diffusers layout
-            cfg = _diffusers_config_from_state_dict(sd)
+            cfg = autoencoder_config_from_state_dict(sd, "diffusers")
         else:
             from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
             cfg = autoencoder_config_from_state_dict(sd)
@@ -223,21 +228,6 @@ def load_autoencoder_kl(path: str):
         raise CFMError(f"--vae {path!r} lacks {len(missing)} tensors of an AutoencoderKL (e.g. {missing[0]}); "
                        "is it a VAE file?")
     return vae
-
-
-def _diffusers_config_from_state_dict(sd: dict[str, torch.Tensor]) -> dict:
-    levels = sorted({int(k.split(".")[2]) for k in sd if k.startswith("encoder.down_blocks.")})
-    blocks = sorted({int(k.split(".")[4]) for k in sd if k.startswith("encoder.down_blocks.0.resnets.")})
-    widths = [int(sd[f"encoder.down_blocks.{i}.resnets.0.conv1.weight"].shape[0]) for i in levels]
-    return {
-        "in_channels": int(sd["encoder.conv_in.weight"].shape[1]),
-        "out_channels": int(sd["decoder.conv_out.weight"].shape[0]),
-        "down_block_types": ["DownEncoderBlock2D"] * len(widths),
-        "up_block_types": ["UpDecoderBlock2D"] * len(widths),
-        "block_out_channels": widths,
-        "layers_per_block": len(blocks),
-        "latent_channels": int(sd["quant_conv.weight"].shape[0]) // 2,
-    }
 
 
 def space_from_spec(spec: LatentSpec, vae_path: str | None = None, **vae_kwargs) -> LatentSpace:

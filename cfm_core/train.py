@@ -46,7 +46,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--downsample", default="bilinear", choices=("bilinear", "bicubic", "area"),
                    help="how low-res inputs are made from the crops (default bilinear, antialiased)")
     g.add_argument("--degrade", default=None,
-                   help="degradations of the low-res side for real-world SR, e.g. 'blur=0.2-1.5,noise=0-0.03,jpeg=60-95'")
+                   help="low-res degradations for real-world SR, e.g. 'blur=0.2-1.5,noise=0-0.03,jpeg=60-95'")
     g.add_argument("--cache-dir", default=None, help="latent cache folder for VAE spaces (default OUT/cache)")
     g.add_argument("--cache-size", type=int, default=None, help="cached samples (default 32 per image)")
     g = p.add_argument_group("latent space")

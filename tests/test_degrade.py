@@ -12,12 +12,6 @@ from cfm_core.errors import CFMError
 FULL = "blur=0.2-1.5,noise=0-0.03,jpeg=60-95,resize=random"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,6 @@ from cfm_core.solvers import expected_nfe
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: more threads only spin against each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_cfm(randomize: bool = False, noise_step: int = 0) -> cfm_core.CFMModel:

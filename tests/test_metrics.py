@@ -12,15 +12,6 @@ from cfm_core.errors import CFMError
 from cfm_core.metrics import _blur5, laplacian_pyramid, psnr, pyramid_levels, pyramid_up, sliced_wasserstein, ssim, swd
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors on a shared 2-core machine: more threads only spin against each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def photo(size: int = 128) -> torch.Tensor:
     """skimage's astronaut, area-downsampled to size², (3, H, W) in [0, 1]."""
     from skimage import data
