@@ -45,13 +45,15 @@ def load_image(path: str, *, keep_alpha: bool = True) -> LoadedImage:
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
-        with Image.open(path) as im:
-            im.load()
-            mode = im.mode
+        with Image.open(path) as opened:
+            mode = opened.mode
             if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
                 raise CFMError(f"{path}: colour mode {mode} is not supported; convert the image to RGB first")
-            if mode in ("I;16", "I;16B", "I;16L", "I", "F") or im.info.get("bits", 8) > 8:
-                raise CFMError(f"{path}: {mode} (16-bit or float) images are not supported; save it as 8-bit RGB")
+            if _more_than_8_bits(opened):  # checked before decoding: Pillow cuts 48-bit RGB to 8 bits silently
+                raise CFMError(f"{path}: 16-bit or float images are not supported; save it as 8-bit RGB")
+            opened.load()
+            im = _upright(opened)
+            mode = im.mode
             alpha = None
             if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
                 rgba = im.convert("RGBA")
@@ -66,6 +68,33 @@ def load_image(path: str, *, keep_alpha: bool = True) -> LoadedImage:
         raise CFMError(f"{path}: not a readable image ({exc})") from None
     tensor = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255
     return LoadedImage(rgb=tensor, alpha=alpha if keep_alpha else None, path=path)
+
+
+def _more_than_8_bits(im) -> bool:
+    """True for samples wider than 8 bits: 16-bit grey/RGB(A) PNG and TIFF, 32-bit int and float images."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F") or im.info.get("bits", 8) > 8:
+        return True
+    bits = getattr(im, "tag_v2", {}).get(258)  # TIFF BitsPerSample
+    if bits and max(bits if isinstance(bits, tuple) else (bits,)) > 8:
+        return True
+    for tile in im.tile:  # the raw mode Pillow decodes from, e.g. "RGB;16B" for a 48-bit PNG
+        args = tile[3]  # (not "BGR;16": that is 16 bits per *pixel*, a 5-6-5 BMP)
+        raw = args if isinstance(args, str) else args[0] if isinstance(args, tuple) and args else ""
+        if isinstance(raw, str) and raw.endswith((";16B", ";16L", ";16N")):
+            return True
+    return False
+
+
+def _upright(im):
+    """Apply the EXIF orientation (phone photos), which the saved output would otherwise lose.
+
+    Best effort: a damaged EXIF block leaves the image as stored rather than refusing it."""
+    from PIL import ImageOps
+
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:  # noqa: BLE001 - Pillow raises many types for malformed EXIF; orientation is optional
+        return im
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -87,4 +116,17 @@ def save_image(path: str, rgb: torch.Tensor, alpha: torch.Tensor | None = None) 
         raise CFMError(f"output {path!r} has an unknown image extension; use .png, .jpg or .webp")
     if fmt == "JPEG" and alpha is not None:
         raise CFMError(f"output {path!r}: JPEG cannot store alpha; write .png or pass --drop-alpha")
-    atomic_write(path, lambda tmp: image.save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {})))
+    options = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}  # Pillow's defaults (75/80) blur fine detail
+
+    def write(tmp: str) -> None:
+        image.save(tmp, format=fmt, **options)
+        os.chmod(tmp, _new_file_mode())  # the temporary file is private (0600); give the result the usual mode
+
+    atomic_write(path, write)
+
+
+def _new_file_mode() -> int:
+    """0666 minus the process umask: the mode ``open()`` would have given a new file."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
