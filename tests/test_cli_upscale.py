@@ -18,22 +18,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+import cfm_core
+from cfm_core import bundled
+from cfm_core.__main__ import main
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import cfm_core  # noqa: E402
-from cfm_core import bundled  # noqa: E402
-from cfm_core.__main__ import main  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors on a shared 2-core machine: extra threads only wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_model(path: Path, *, randomize: bool = True, noise_step: int = 100, steps: int = 2) -> str:
