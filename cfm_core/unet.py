@@ -144,7 +144,8 @@ class SelfAttention(nn.Module):
             q, k, v = qkv.reshape(b, heads, length, 3 * d).split(d, dim=-1)
             h = F.scaled_dot_product_attention(q, k, v).reshape(b, heads * d, length)
         else:
-            q, k, v = qkv.reshape(b, 3, heads, d, length).transpose(-1, -2).unbind(1)
+            # contiguous q/k/v let SDPA pick a fused kernel instead of materialising the L×L matrix
+            q, k, v = qkv.reshape(b, 3, heads, d, length).transpose(-1, -2).contiguous().unbind(1)
             h = F.scaled_dot_product_attention(q, k, v).transpose(-1, -2).reshape(b, heads * d, length)
         return x + self.proj_out(h).reshape(b, c, *spatial)
 
