@@ -122,3 +122,16 @@ def timed(ctx: BenchContext, section: Section, fn: Callable[[], Any], label: str
     ctx.log(f"  [{section.key}] {label}: {timing.seconds:.3f} s (median of {len(timing.samples)})")
     section.timings.append(timing)
     return timing
+
+
+def timed_group(ctx: BenchContext, section: Section, fns: dict[str, Callable[[], Any]], *,
+                warmup: int | None = None, repeats: int | None = None) -> dict[str, Timing]:
+    """Measure functions that will be compared with each other, interleaved (see ``measure_interleaved``)."""
+    ctx.log(f"  [{section.key}] {', '.join(fns)} (interleaved) ...")
+    timings = bench_timing.measure_interleaved(fns, repeats=ctx.repeats if repeats is None else repeats,
+                                               warmup=ctx.warmup if warmup is None else warmup,
+                                               device=ctx.device, budget_s=ctx.budget_s)
+    for timing in timings.values():
+        ctx.log(f"  [{section.key}] {timing.label}: {timing.seconds:.3f} s (median of {len(timing.samples)})")
+        section.timings.append(timing)
+    return timings

@@ -1,12 +1,18 @@
 """Section 4 — peak memory and time of whole upscales, untiled vs tiled, each in a fresh child process.
 
 On CPU tracemalloc does not see torch's allocations, so each configuration runs in its own Python process
-(``python -m cfm_core.bench_memory SPEC``) that reports its peak resident set size (``ru_maxrss``) after the
-upscale and the high-water mark just before it (model loaded, warmed up); the difference is the working memory of
-the upscale. On a GPU the child reports ``torch.cuda.max_memory_allocated`` instead.
+(``python -m cfm_core.bench_memory SPEC``). After loading the model and a small warm-up the child resets its
+peak-RSS counter (``/proc/self/clear_refs`` ← 5), runs the upscale and reads the new peak (``VmHWM``); peak minus
+the RSS at the reset is the working memory of the upscale.
+
+Why not ``ru_maxrss``: Linux carries it across ``exec``, and Python starts children with vfork/posix_spawn,
+so a child's ``ru_maxrss`` (and the parent's ``RUSAGE_CHILDREN``) starts at the *parent's* high-water mark — after
+the earlier sections that is gigabytes. It is used only where /proc is missing. On a GPU the child reports
+``torch.cuda.max_memory_allocated`` instead.
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import resource
@@ -50,8 +56,31 @@ class ChildSpec:
     standin_space_factor: int
 
 
-def _rss_peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+def _proc_status_mb(field: str) -> float | None:
+    """A ``kB`` field of /proc/self/status in MiB (None where /proc is missing)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Set this process's peak-RSS mark (VmHWM) to its current RSS (Linux ≥ 4.0); False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    hwm = _proc_status_mb("VmHWM")
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _build_model(spec: ChildSpec):
@@ -90,7 +119,9 @@ def child_main(spec: ChildSpec) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    baseline = _rss_peak_mb()
+    gc.collect()
+    reset = reset_peak_rss()
+    baseline = _proc_status_mb("VmRSS") if reset else peak_rss_mb()
     cuda_base = torch.cuda.memory_allocated() / 2**20 if device.type == "cuda" else None
     start = time.perf_counter()
     out, result = upscale_image(model, image, solver=spec.solver, steps=spec.steps, seed=spec.seed,
@@ -98,7 +129,8 @@ def child_main(spec: ChildSpec) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    report = {"baseline_rss_mb": baseline, "peak_rss_mb": _rss_peak_mb(), "seconds": seconds, "nfe": result.nfe,
+    report = {"baseline_rss_mb": baseline, "peak_rss_mb": peak_rss_mb(), "seconds": seconds, "nfe": result.nfe,
+              "peak_method": "VmHWM after clear_refs" if reset else "ru_maxrss (includes the parent's peak)",
               "latent": spec.output // model.config.latent.downscale, "output_shape": list(out.shape),
               "finite": bool(torch.isfinite(out).all())}
     report["delta_rss_mb"] = report["peak_rss_mb"] - baseline
@@ -113,7 +145,6 @@ def run_child(spec: ChildSpec, timeout_s: float) -> dict:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     proc = subprocess.run([sys.executable, "-m", "cfm_core.bench_memory", json.dumps(asdict(spec))],
                           capture_output=True, text=True, timeout=timeout_s, env=env, cwd=root)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
@@ -121,10 +152,7 @@ def run_child(spec: ChildSpec, timeout_s: float) -> dict:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         raise CFMError(f"memory benchmark child for {spec.output}² (tile={spec.tile}) failed "
                        f"(exit {proc.returncode}): {tail[0]}")
-    report = json.loads(lines[-1][len(RESULT_PREFIX):])
-    # ru_maxrss of RUSAGE_CHILDREN is the largest child so far: a cross-check of the child's own figure
-    report["children_maxrss_mb"] = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
-    return report
+    return json.loads(lines[-1][len(RESULT_PREFIX):])
 
 
 def run_memory(ctx: BenchContext, cfg: MemoryConfig | None = None, model_path: str | None = None,
@@ -164,9 +192,10 @@ def run_memory(ctx: BenchContext, cfg: MemoryConfig | None = None, model_path: s
                          f"no trained model found: a stand-in `{cfg.standin_preset}` UNet in space-to-depth "
                          f"({cfg.standin_space_factor}×) pixel space, {RANDOM_WEIGHTS} (memory does not depend "
                          "on the weights).")
-    section.notes.append("Each row is one fresh process: warm-up upscale of a small image, then the high-water mark "
-                         "is read, then one timed upscale; Δ = peak after − high-water before (input image, "
-                         "latents, activations).")
+    methods = sorted({r.get("peak_method", "?") for r in results.values()})
+    section.notes.append("Each row is one fresh process: model load, warm-up upscale of a small image, peak-RSS "
+                         "mark reset, one timed upscale; Δ = peak during the upscale − RSS before it (input image, "
+                         f"latents, activations). Peak method: {', '.join(methods)}.")
     return section
 
 

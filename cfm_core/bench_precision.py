@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
 
-from .bench_common import RANDOM_WEIGHTS, BenchContext, Goal, Section, Table, free_memory, timed
+from .bench_common import RANDOM_WEIGHTS, BenchContext, Goal, Section, Table, free_memory, timed_group
 from .bench_models import build_cfm_unet, cfm_unet_call, count_parameters
 from .bench_timing import bf16_hardware_note, cpu_flags, ratio
 
@@ -38,6 +39,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("fp32"),
     Variant("fp32 channels_last", channels_last=True),
     Variant("fp32 sdpa=math", attention="math"),
+    Variant("fp32 sdpa=flash", attention="flash"),
     Variant("bf16 autocast", "autocast", torch.bfloat16),
     Variant("bf16 autocast channels_last", "autocast", torch.bfloat16, channels_last=True),
     Variant("bf16 weights", "weights", torch.bfloat16),
@@ -104,36 +106,15 @@ def variants_for(case: PrecisionCase, device: torch.device) -> list[Variant]:
 def run_precision(ctx: BenchContext, cfg: PrecisionConfig | None = None) -> Section:
     cfg = cfg or PrecisionConfig()
     section = Section("precision", "Per-NFE cost of our UNet: precision, channels_last, attention kernel")
-    table = Table(f"One network evaluation, batch {cfg.batch} (median seconds)",
+    table = Table(f"One network evaluation, batch {cfg.batch} (median seconds, variants timed interleaved)",
                   ["preset", "parameters", "latent", "variant", "s / NFE", "speed-up vs fp32", "max |Δ| vs fp32",
                    "rel. max |Δ|"])
     for preset_name in dict.fromkeys(c.preset for c in cfg.cases):
         net = build_cfm_unet(preset_name, ctx.device, ctx.seed)
         params = count_parameters(net)
         for case in (c for c in cfg.cases if c.preset == preset_name):
-            reference = None
-            fp32_seconds = None
-            for variant in variants_for(case, ctx.device):
-                call = variant_call(net, variant, case.latent, cfg.batch, ctx.device, ctx.seed)
-                try:
-                    timing = timed(ctx, section, call, f"{preset_name} @ {case.latent}² {variant.name}")
-                except RuntimeError as exc:  # e.g. a kernel this GPU lacks: report it, keep going
-                    table.rows.append({"preset": preset_name, "latent": f"{case.latent}²", "variant": variant.name,
-                                       "s / NFE": None, "speed-up vs fp32": f"failed: {str(exc)[:60]}"})
-                    continue
-                out = timing.result
-                if variant.name == "fp32":
-                    reference, fp32_seconds = out, timing.seconds
-                diff = _max_abs_diff(out, reference) if variant.dtype != torch.float32 else None
-                scale = float(reference.abs().max()) if reference is not None else None
-                table.rows.append({"preset": preset_name, "parameters": params, "latent": f"{case.latent}²",
-                                   "variant": variant.name, "s / NFE": timing.seconds,
-                                   "speed-up vs fp32": ratio(fp32_seconds, timing.seconds),
-                                   "max |Δ| vs fp32": diff,
-                                   "rel. max |Δ|": ratio(diff, scale) if diff is not None else None})
-                del call, out
-                timing.result = None
-            reference = None
+            table.rows += measure_case(ctx, section, net, case, cfg.batch, params)
+            free_memory()
         del net
         free_memory()
     section.tables.append(table)
@@ -144,8 +125,8 @@ def run_precision(ctx: BenchContext, cfg: PrecisionConfig | None = None) -> Sect
         RANDOM_WEIGHTS + " (zero-initialised layers randomised so outputs and their differences are non-zero).",
         f"bf16 on this CPU: {bf16_hardware_note(cpu_flags())}." if ctx.device.type == "cpu" else
         "fp16/bf16 and the flash/efficient attention kernels are GPU-only rows.",
-        "Attention runs only at 1/8 resolution and in the middle block of these UNets, so the attention kernel "
-        "barely moves the total.",
+        "Attention layers run at 1/8 resolution and in the middle block only. 'sdpa=…' rows force one "
+        "scaled-dot-product kernel; a 'failed' row means torch refused that kernel for this tensor layout.",
     ]
     if best:
         section.notes.append(f"Faster bf16 method here: **{best}** (geometric-mean speed-up over the measured "
@@ -153,6 +134,38 @@ def run_precision(ctx: BenchContext, cfg: PrecisionConfig | None = None) -> Sect
                              f"{_geomean(next(v for k, v in speedups.items() if k != best) or [float('nan')]):.2f}×)."
                              if len(speedups) > 1 else f"Only one bf16 method was measured: {best}.")
     return section
+
+
+def measure_case(ctx: BenchContext, section: Section, net, case: PrecisionCase, batch: int,
+                 params: int) -> list[dict]:
+    """All variants of one (preset, latent) case, timed round-robin so their ratios share the same load."""
+    rows, calls = [], {}
+    base = {"preset": case.preset, "parameters": params, "latent": f"{case.latent}²"}
+    for variant in variants_for(case, ctx.device):
+        call = variant_call(net, variant, case.latent, batch, ctx.device, ctx.seed)
+        try:
+            with warnings.catch_warnings():  # torch explains a refused kernel in warnings; the row says it
+                warnings.simplefilter("ignore")
+                call()  # probe (and first warm-up): a kernel this device or layout lacks raises here
+        except RuntimeError as exc:
+            rows.append({**base, "variant": variant.name, "s / NFE": None,
+                         "speed-up vs fp32": f"failed: {str(exc).splitlines()[0][:70]}"})
+            continue
+        calls[f"{case.preset} @ {case.latent}² {variant.name}"] = (variant, call)
+    timings = timed_group(ctx, section, {label: call for label, (_, call) in calls.items()},
+                          warmup=max(0, ctx.warmup - 1))
+    fp32 = next((timings[label] for label, (v, _) in calls.items() if v.name == "fp32"), None)
+    reference = fp32.result if fp32 is not None else None
+    for label, (variant, _) in calls.items():
+        timing = timings[label]
+        diff = _max_abs_diff(timing.result, reference) if variant.dtype != torch.float32 else None
+        scale = float(reference.abs().max()) if reference is not None else None
+        rows.append({**base, "variant": variant.name, "s / NFE": timing.seconds,
+                     "speed-up vs fp32": ratio(fp32.seconds, timing.seconds) if fp32 is not None else None,
+                     "max |Δ| vs fp32": diff, "rel. max |Δ|": ratio(diff, scale) if diff is not None else None})
+    for timing in timings.values():
+        timing.result = None
+    return rows
 
 
 def _max_abs_diff(out: torch.Tensor, reference: torch.Tensor | None) -> float | None:

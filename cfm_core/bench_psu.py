@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .autoencoders import DiffusersVAE
-from .bench_common import RANDOM_WEIGHTS, BenchContext, Section, Table, timed
+from .bench_common import RANDOM_WEIGHTS, BenchContext, Section, Table, timed, timed_group
 from .bench_models import build_sd_vae, count_parameters
 from .bench_timing import ratio
 from .upsample import latent_upsample, resize_pixels
@@ -39,6 +39,14 @@ def vae_tiling(vae, sample_tile: int | None):
         vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size = saved
 
 
+def _tiling_call(vae, fn, sample_tile: int | None):
+    def call():
+        with vae_tiling(vae, sample_tile):
+            return fn()
+
+    return call
+
+
 def run_psu(ctx: BenchContext, cfg: PSUConfig | None = None) -> Section:
     cfg = cfg or PSUConfig()
     target = cfg.base_latent * cfg.factor
@@ -63,10 +71,12 @@ def run_psu(ctx: BenchContext, cfg: PSUConfig | None = None) -> Section:
         totals = dict.fromkeys(modes, 0.0)
         for step, (fn, tile) in steps.items():
             row = {"step": step + (f" (tiles {tile} px)" if tile and cfg.tiled else "")}
+            step_modes = modes if tile else ["plain"]
+            fns = {f"{step} {mode}": _tiling_call(vae, fn, tile if mode == "tiled" else None) for mode in step_modes}
+            timings = timed_group(ctx, section, fns)  # plain and tiled round-robin
             outputs = {}
-            for mode in modes if tile else ["plain"]:
-                with vae_tiling(vae, tile if mode == "tiled" else None):
-                    timing = timed(ctx, section, fn, f"{step} {mode}")
+            for mode in step_modes:
+                timing = timings[f"{step} {mode}"]
                 outputs[mode], timing.result = timing.result, None
                 row[f"{mode} (s)"] = timing.seconds
             for mode in modes:  # an untileable step costs the same in both columns

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .bench_common import RANDOM_WEIGHTS, BenchContext, Section, Table, free_memory, timed
+from .bench_common import RANDOM_WEIGHTS, BenchContext, Section, Table, free_memory, timed_group
 from .bench_models import build_cfm_unet, count_parameters
 from .path import training_loss
 
@@ -53,16 +53,20 @@ def run_train(ctx: BenchContext, cfg: TrainConfig | None = None) -> Section:
     table = Table("One step = loss forward + backward + Adam (median)",
                   ["preset", "parameters", "precision", "s / step", "samples / s", "loss finite"])
     for name in cfg.presets:
-        for precision in cfg.precisions:
+        steps, params = {}, 0
+        for precision in cfg.precisions:  # one model and optimiser per precision, timed round-robin
             net = build_cfm_unet(name, ctx.device, ctx.seed)
-            step = train_step_call(net, cfg.batch, cfg.latent, ctx.device, precision, cfg.lr, ctx.seed)
-            timing = timed(ctx, section, step, f"{name} {precision} train step")
-            table.rows.append({"preset": name, "parameters": count_parameters(net), "precision": precision,
+            params = count_parameters(net)
+            steps[f"{name} {precision} train step"] = (precision, train_step_call(
+                net, cfg.batch, cfg.latent, ctx.device, precision, cfg.lr, ctx.seed))
+        timings = timed_group(ctx, section, {label: step for label, (_, step) in steps.items()})
+        for label, (precision, _) in steps.items():
+            timing = timings[label]
+            table.rows.append({"preset": name, "parameters": params, "precision": precision,
                                "s / step": timing.seconds, "samples / s": cfg.batch / timing.seconds,
                                "loss finite": bool(torch.isfinite(torch.tensor(timing.result)))})
-            timing.result = None
-            del net, step
-            free_memory()
+        del steps, timings
+        free_memory()
     section.tables.append(table)
     section.notes += [f"{RANDOM_WEIGHTS}; objective cfm (noise step 400), Adam lr {cfg.lr:g}, fresh t and noise "
                       "each step, no EMA, no data loading."]
