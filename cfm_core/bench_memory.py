@@ -182,9 +182,10 @@ def run_memory(ctx: BenchContext, cfg: MemoryConfig | None = None, model_path: s
                            (report["peak_rss_mb"], report["delta_rss_mb"]))
             ctx.log(f"  [memory] {output}² {'tiled' if tiled else 'untiled'}: peak {peak:.0f} MB, "
                     f"Δ {delta:.0f} MB, {report['seconds']:.1f} s")
-            table.rows.append({"output": f"{output}²", "mode": f"tiled ({cfg.tile}², overlap {cfg.overlap})"
-                               if tiled else "untiled", "latent": f"{report['latent']}²", "NFE": report["nfe"],
-                               unit: peak, "Δ over loaded model (MB)": delta, "seconds": report["seconds"]})
+            mode = f"tiled ({cfg.tile}² latent tiles, overlap {cfg.overlap})" if tiled else "untiled"
+            table.rows.append({"output": f"{output}²", "mode": mode, "latent": f"{report['latent']}²",
+                               "NFE": report["nfe"], unit: peak, "Δ over loaded model (MB)": delta,
+                               "seconds": report["seconds"]})
     section.tables.append(table)
     section.extra["children"] = {f"{o}-{'tiled' if t else 'untiled'}": r for (o, t), r in results.items()}
     section.goals.append(memory_goal(cfg, results, gpu))
