@@ -323,17 +323,23 @@ def test_example_workflow_runs(name, object_info, sample_image):
     print(f"{name}: {result.seconds:.1f} s, {images[0]['filename']}")
 
 
+def image_upscale_prompt(image: str, model_name: str, solver: str, steps: int, prefix: str) -> dict:
+    """LoadImage → CFMLoader → CFMUpscaleImage → SaveImage, in API format."""
+    return {"1": {"class_type": "LoadImage", "inputs": {"image": image}},
+            "2": {"class_type": "CFMLoader", "inputs": {"model_name": model_name, "dtype": "auto"}},
+            "3": {"class_type": "CFMUpscaleImage",
+                  "inputs": {"image": ["1", 0], "cfm_model": ["2", 0], "solver": solver, "steps": steps,
+                             "seed": random.randrange(2**32), "noise_step": -1, "tile": 0, "overlap": 8}},
+            "4": {"class_type": "SaveImage",
+                  "inputs": {"images": ["3", 0], "filename_prefix": f"cfm-boost-test/{prefix}"}}}
+
+
 # ------------------------------------------------------------------------------------------ cancel
 
 @pytest.mark.timeout(TIMEOUT + 120)
 def test_interrupt_in_the_middle_of_the_ode_stops_it_and_the_next_prompt_runs(object_info, sample_image):
     client_id = uuid.uuid4().hex
-    prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": sample_image}},
-              "2": {"class_type": "CFMLoader", "inputs": {"model_name": PIXEL_MODEL, "dtype": "auto"}},
-              "3": {"class_type": "CFMUpscaleImage",
-                    "inputs": {"image": ["1", 0], "cfm_model": ["2", 0], "solver": "rk4", "steps": 1000,
-                               "seed": random.randrange(2**32), "noise_step": -1, "tile": 0, "overlap": 8}},
-              "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "cfm-boost-test/x"}}}
+    prompt = image_upscale_prompt(sample_image, PIXEL_MODEL, "rk4", 1000, "x")
     ws = WebSocket(client_id)
     try:
         started = time.monotonic()
@@ -402,12 +408,7 @@ def test_missing_model_file_is_refused_before_running(object_info):
 
 @pytest.mark.timeout(600)
 def test_bundled_entry_runs_or_says_in_one_line_that_the_file_is_missing(object_info, sample_image):
-    prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": sample_image}},
-              "2": {"class_type": "CFMLoader", "inputs": {"model_name": BUNDLED, "dtype": "auto"}},
-              "3": {"class_type": "CFMUpscaleImage",
-                    "inputs": {"image": ["1", 0], "cfm_model": ["2", 0], "solver": "euler", "steps": 1,
-                               "seed": random.randrange(2**32), "noise_step": -1, "tile": 0, "overlap": 8}},
-              "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "cfm-boost-test/b"}}}
+    prompt = image_upscale_prompt(sample_image, BUNDLED, "euler", 1, "b")
     result = run(prompt)
     if result.status == "success":
         assert png_size(output_files(result)[0]) == (600, 400)
