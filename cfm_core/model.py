@@ -9,7 +9,7 @@ from torch import nn
 from .augment import DEFAULT_NOISE_STEP, alpha_bar
 from .autoencoders import LatentSpec
 from .errors import CFMError
-from .path import check_objective
+from .path import check_objective, check_prediction, output_to_velocity
 from .unet import UNetConfig, VelocityUNet
 
 
@@ -26,10 +26,12 @@ class CFMConfig:
     default_solver: str = "euler"
     default_steps: int = 4
     upsample: str = "psu"
+    prediction: str = "velocity"  # what the network outputs: velocity (official) or residual (x̂1 − z_up)
     training: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_objective(self.objective)
+        check_prediction(self.prediction)
         alpha_bar(self.noise_step)
         if self.factor not in (2, 4):
             raise CFMError(f"upscale factor={self.factor} is unsupported; use 2 (or 4)")
@@ -82,4 +84,6 @@ class CFMModel(nn.Module):
     def forward(self, x_t: torch.Tensor, t: torch.Tensor | float, z_up: torch.Tensor) -> torch.Tensor:
         if x_t.shape != z_up.shape:
             raise CFMError(f"x_t {tuple(x_t.shape)} and z_up {tuple(z_up.shape)} must have the same shape")
-        return self.net(x_t, t, z_up).to(x_t.dtype)
+        out = self.net(x_t, t, z_up)
+        cfg = self.config
+        return output_to_velocity(out, x_t, t, z_up, cfg.prediction, cfg.sigma_min).to(x_t.dtype)

@@ -9,6 +9,14 @@ Baselines from the paper's ablation (Tab. 3), same network and data:
 - ``fm``: naive flow matching, x0 ~ N(0, I); z_up is context only.
 - ``l2`` / ``l1``: one-step regression. The network sees x_t = z_up at t = 0 and predicts the residual
   x1 − z_up, so one Euler step from z_up is the prediction; no noise augmentation.
+
+What the network outputs (``prediction``), the loss being the same velocity MSE either way:
+- ``velocity`` (official): the output is v.
+- ``residual``: the output is r = x̂1 − z_up, an estimate of the clean target relative to the clean context, and
+      v = x̂1 − (1 − σ_min)·x̂0,   x̂0 = (x_t − t·x̂1) / max(1 − (1 − σ_min)·t, 0.05)
+  (from inverting x_t = t·x1 + (1 − (1 − σ_min)t)·x0). A small network no longer has to reproduce the
+  augmentation noise pixel by pixel to cancel it: one Euler step from t = 0 lands on x̂1 directly, i.e. on the
+  regression estimate, and a regression (l2) network of the same architecture is a ready initialisation.
 """
 from __future__ import annotations
 
@@ -22,6 +30,8 @@ from .augment import DEFAULT_NOISE_STEP, gaussian_like, noise_augment
 from .errors import CFMError
 
 OBJECTIVES = ("cfm", "fm", "l2", "l1")
+PREDICTIONS = ("velocity", "residual")
+MIN_REMAINING = 0.05  # floor of 1 − (1 − σ_min)·t in the residual → velocity conversion
 Velocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -62,6 +72,32 @@ def start_point(objective: str, z_up: torch.Tensor, noise_step: int = DEFAULT_NO
     return z_up
 
 
+def check_prediction(prediction: str) -> None:
+    if prediction not in PREDICTIONS:
+        raise CFMError(f"prediction={prediction!r} is unknown; use one of {PREDICTIONS}")
+
+
+def output_to_velocity(out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor | float, z_up: torch.Tensor,
+                       prediction: str = "velocity", sigma_min: float = 0.0) -> torch.Tensor:
+    """The velocity implied by the network output ``out`` (see the module docstring), in float32."""
+    if prediction == "velocity":
+        return out.float()
+    check_prediction(prediction)
+    t = torch.as_tensor(t, dtype=torch.float32, device=x_t.device).reshape(-1, *([1] * (x_t.ndim - 1)))
+    x1_hat = z_up.float() + out.float()
+    remaining = (1 - (1 - sigma_min) * t).clamp_min(MIN_REMAINING)
+    x0_hat = (x_t.float() - t * x1_hat) / remaining
+    return x1_hat - (1 - sigma_min) * x0_hat
+
+
+def parametrized(net: Velocity, prediction: str = "velocity", sigma_min: float = 0.0) -> Velocity:
+    """Wrap a raw network so that it returns velocities whatever it was trained to output."""
+    if prediction == "velocity":
+        return net
+    check_prediction(prediction)
+    return lambda x_t, t, z_up: output_to_velocity(net(x_t, t, z_up), x_t, t, z_up, prediction, sigma_min)
+
+
 def check_objective(objective: str) -> None:
     if objective not in OBJECTIVES:
         raise CFMError(f"objective={objective!r} is unknown; use one of {OBJECTIVES}")
@@ -70,13 +106,14 @@ def check_objective(objective: str) -> None:
 def training_loss(velocity: Velocity, x1: torch.Tensor, z_up: torch.Tensor, objective: str = "cfm", *,
                   noise_step: int = DEFAULT_NOISE_STEP, sigma_min: float = 0.0,
                   generator: torch.Generator | None = None, t: torch.Tensor | None = None,
-                  noise: torch.Tensor | None = None) -> LossResult:
+                  noise: torch.Tensor | None = None, prediction: str = "velocity") -> LossResult:
     """The loss of one batch for ``objective`` (see the module docstring).
 
     ``t`` and ``noise`` may be given to make the batch independent of how it is split across processes;
     otherwise they are drawn from ``generator``.
     """
     check_objective(objective)
+    velocity = parametrized(velocity, prediction, sigma_min)
     b = x1.shape[0]
     if objective in ("l1", "l2"):
         t = torch.zeros(b, device=x1.device)

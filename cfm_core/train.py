@@ -30,7 +30,7 @@ from .data import LatentCache, LatentSource, PairSource, PairSpec, scan_images
 from .ema import EMA
 from .errors import CFMError
 from .model import CFMConfig, CFMModel
-from .path import OBJECTIVES, training_loss
+from .path import OBJECTIVES, PREDICTIONS, training_loss
 from .unet import PRESETS, preset
 
 STATE_FILE = "train_state.pt"
@@ -65,6 +65,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--objective", default="cfm", choices=OBJECTIVES, help="cfm (default), fm, l2 or l1")
     g.add_argument("--noise-step", type=int, default=400, help="noise augmentation step of 1000 (default 400)")
     g.add_argument("--sigma-min", type=float, default=0.0)
+    g.add_argument("--prediction", default="velocity", choices=PREDICTIONS,
+                   help="network output: velocity (official) or residual x̂1 − z_up (easier for small nets)")
     g.add_argument("--default-steps", type=int, default=4, help="integration steps stored as the model's default")
     g.add_argument("--default-solver", default="euler", help="solver stored as the model's default")
     g.add_argument("--init-from", default=None, help="start from this CFM .safetensors (fine-tuning)")
@@ -130,7 +132,7 @@ def build_config(args: argparse.Namespace, space: LatentSpace) -> CFMConfig:
     return CFMConfig(unet=unet, latent=space.spec, factor=args.factor, noise_step=args.noise_step,
                      objective=args.objective, sigma_min=args.sigma_min, default_solver=args.default_solver,
                      default_steps=1 if args.objective in ("l1", "l2") else args.default_steps,
-                     upsample="psu")
+                     upsample="psu", prediction=args.prediction)
 
 
 def pick_device(name: str) -> torch.device:
@@ -253,9 +255,11 @@ class Trainer:
             raise CFMError(f"--resume: no {STATE_FILE} in {self.args.out!r}; drop --resume to start a new run")
         state = _load_state(self.state_path)
         saved = CFMConfig.from_dict(json.loads(state["config"]))
-        if saved.unet != self.config.unet or saved.latent != self.config.latent:
+        if (saved.unet, saved.latent, saved.prediction) != (self.config.unet, self.config.latent,
+                                                            self.config.prediction):
             raise CFMError(f"--resume: the run in {self.args.out!r} has architecture {saved.unet.to_dict()} in "
-                           f"space {saved.latent.name!r}; pass the same model/space flags as when it started")
+                           f"space {saved.latent.name!r} with prediction {saved.prediction!r}; pass the same "
+                           "model/space/--prediction flags as when it started")
         self.model.net.load_state_dict(state["net"])
         self.ema.model.load_state_dict(state["ema"])
         self.optim.load_state_dict(state["optim"])
@@ -315,7 +319,8 @@ class Trainer:
                     else self.net.no_sync())
             with sync, self._autocast():
                 res = training_loss(self.net, x1, z_up, self.config.objective, noise_step=self.config.noise_step,
-                                    sigma_min=self.config.sigma_min, t=t_all[positions], noise=noise)
+                                    sigma_min=self.config.sigma_min, t=t_all[positions], noise=noise,
+                                    prediction=self.config.prediction)
                 (res.loss / a.grad_accum).backward()
             total += res.loss.detach() / a.grad_accum
         if self.world > 1:

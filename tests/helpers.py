@@ -24,11 +24,12 @@ def default_latent(channels: int) -> LatentSpec:
 
 def tiny_config(latent_channels: int = 4, latent: LatentSpec | None = None, *, objective: str = "cfm",
                 unet_preset: str = "tiny", default_steps: int = 4, default_solver: str = "euler",
-                **unet_overrides) -> CFMConfig:
+                prediction: str = "velocity", **unet_overrides) -> CFMConfig:
     latent = latent or default_latent(latent_channels)
     unet = preset(unet_preset, latent.channels, **unet_overrides)
     return CFMConfig(unet=unet, latent=latent, objective=objective, default_steps=default_steps,
-                     default_solver=default_solver, upsample="latent-bilinear" if latent.kind == "vae" else "psu")
+                     default_solver=default_solver, prediction=prediction,
+                     upsample="latent-bilinear" if latent.kind == "vae" else "psu")
 
 
 def zero_initialised_layers(module: nn.Module) -> list[nn.Module]:

@@ -38,8 +38,9 @@ def outputs(model, seed: int = 0) -> torch.Tensor:
         return model(x.to(model.dtype), torch.tensor([0.2, 0.8]), z.to(model.dtype)).float()
 
 
-def test_fp32_round_trip_is_bit_identical(tmp_path):
-    model = tiny_model(seed=3)
+@pytest.mark.parametrize("prediction", ["velocity", "residual"])
+def test_fp32_round_trip_is_bit_identical(tmp_path, prediction):
+    model = tiny_model(seed=3, prediction=prediction)
     path = tmp_path / "m.safetensors"
     save_model(model, str(path))
     loaded = load_model(str(path))

@@ -10,7 +10,7 @@ from helpers import tiny_model
 
 from cfm_core.augment import alpha_bar
 from cfm_core.errors import CFMError
-from cfm_core.path import OBJECTIVES, CouplingPath, start_point, training_loss
+from cfm_core.path import OBJECTIVES, CouplingPath, output_to_velocity, start_point, training_loss
 
 
 def pair(seed: int = 0, shape=(3, 4, 5, 5)):
@@ -123,3 +123,45 @@ def test_every_objective_trains_on_a_toy_coupling(objective):
     print(f"{objective}: loss {first:.4f} → {last:.4f} in {time.perf_counter() - start:.1f} s")
     assert all(math.isfinite(v) for v in losses)
     assert last < 0.6 * first
+
+
+# ------------------------------------------------------------------ residual (x̂1 − z_up) prediction
+
+@pytest.mark.parametrize("sigma_min", [0.0, 0.1])
+def test_a_perfect_residual_gives_the_path_target(sigma_min):
+    """If the network outputs exactly x1 − z_up, the implied velocity is u_t of the path at every t < 1."""
+    x0, x1 = pair(6)
+    z_up = pair(7)[0]
+    t = torch.tensor([0.0, 0.4, 0.9])
+    s = CouplingPath(sigma_min).sample(x0, x1, t)
+    v = output_to_velocity(x1 - z_up, s.x_t, t, z_up, "residual", sigma_min)
+    torch.testing.assert_close(v, s.target, rtol=1e-5, atol=1e-5)
+
+
+def test_one_euler_step_of_a_residual_model_is_its_x1_estimate():
+    """From any x0 at t = 0, x0 + v = z_up + output: the noise in x0 cancels analytically, not by learning."""
+    x0, z_up = pair(8)
+    out = torch.randn_like(z_up)
+    v = output_to_velocity(out, x0, torch.zeros(3), z_up, "residual")
+    torch.testing.assert_close(x0 + v, z_up + out)
+
+
+def test_residual_prediction_is_bounded_near_t_one_and_unknown_names_are_refused():
+    x_t, z_up = pair(9)
+    v = output_to_velocity(torch.zeros_like(z_up), x_t, torch.ones(3), z_up, "residual")
+    assert torch.isfinite(v).all()  # 1 − t is floored, no division by zero
+    torch.testing.assert_close(output_to_velocity(x_t, x_t, 0.5, z_up, "velocity"), x_t)
+    with pytest.raises(CFMError, match="prediction"):
+        output_to_velocity(x_t, x_t, 0.5, z_up, "epsilon")
+
+
+def test_residual_loss_is_zero_for_the_oracle_and_the_model_applies_its_parametrization():
+    z_up, x1 = pair(10)
+    loss = training_loss(lambda x, t, z: x1 - z, x1, z_up, "cfm", prediction="residual",
+                         generator=torch.Generator().manual_seed(0)).loss
+    assert loss.item() < 1e-10
+    model = tiny_model(seed=1, prediction="residual")
+    z = torch.randn(1, 4, 16, 16)
+    with torch.no_grad():
+        raw = model.net(z, torch.zeros(1), z)
+        torch.testing.assert_close(model(z, torch.zeros(1), z), raw.float(), rtol=1e-5, atol=1e-5)  # x_t = z_up, t=0

@@ -95,6 +95,17 @@ def test_cache_for_vae_space_resumes(photo_dir, tmp_path):
     assert model.config.latent.kind == "vae" and model.config.latent.channels == 4
 
 
+def test_residual_prediction_fine_tunes_from_a_regression_model(photo_dir, tmp_path):
+    """The recipe of the bundled model: an l2 run, then a cfm run with --prediction residual initialised from it."""
+    assert _train(photo_dir, tmp_path / "l2", "--space", "s2d2", "--max-steps", "2", "--batch-size", "2",
+                  "--objective", "l2") == 0
+    l2 = str(tmp_path / "l2" / "model.safetensors")
+    assert _train(photo_dir, tmp_path / "res", "--space", "s2d2", "--max-steps", "2", "--batch-size", "2",
+                  "--prediction", "residual", "--init-from", l2) == 0
+    cfg = load_model(str(tmp_path / "res" / "model.safetensors")).config
+    assert cfg.objective == "cfm" and cfg.prediction == "residual"
+
+
 @pytest.mark.parametrize("objective", ["fm", "l2", "l1"])
 def test_baseline_objectives_train(photo_dir, tmp_path, objective):
     assert _train(photo_dir, tmp_path / objective, "--space", "s2d2", "--max-steps", "2", "--batch-size", "2",
@@ -119,7 +130,10 @@ def test_bad_inputs_have_clear_errors(photo_dir, tmp_path, capsys):
     _train(photo_dir, tmp_path / "d", "--space", "s2d2", "--max-steps", "1", "--batch-size", "1")
     assert _train(photo_dir, tmp_path / "d", "--space", "s2d2", "--max-steps", "2", "--resume",
                   "--model-channels", "64") == 2
-    assert "same model/space flags" in capsys.readouterr().err
+    assert "same model/space" in capsys.readouterr().err
+    assert _train(photo_dir, tmp_path / "d", "--space", "s2d2", "--max-steps", "2", "--resume",
+                  "--prediction", "residual") == 2
+    assert "prediction 'velocity'" in capsys.readouterr().err
     # a second run into the same folder without --resume
     assert _train(photo_dir, tmp_path / "d", "--space", "s2d2", "--max-steps", "2") == 2
     assert "pass --resume" in capsys.readouterr().err
