@@ -13,6 +13,7 @@ COMMANDS = {
     "train": ("cfm_core.train", "train a CFM (or baseline) model on a folder of images"),
     "evaluate": ("cfm_core.evaluate", "PSNR/SSIM/SWD of models vs bicubic on held-out images"),
     "bench": ("cfm_core.bench", "speed and memory benchmarks, ratios measured side by side"),
+    "export": ("cfm_core.export", "write the EMA model of a training run at its last saved step"),
     "convert-official": ("cfm_core.convert", "convert an official fm-boosting .ckpt to safetensors, safely"),
     "info": ("cfm_core.info", "print a checkpoint's self-description"),
 }

@@ -17,6 +17,12 @@ What the network outputs (``prediction``), the loss being the same velocity MSE 
   (from inverting x_t = t·x1 + (1 − (1 − σ_min)t)·x0). A small network no longer has to reproduce the
   augmentation noise pixel by pixel to cancel it: one Euler step from t = 0 lands on x̂1 directly, i.e. on the
   regression estimate, and a regression (l2) network of the same architecture is a ready initialisation.
+
+How the times are weighted (``weighting``, cfm/fm only):
+- ``velocity`` (official): mean (v − u_t)².
+- ``x1``: mean (1 − (1 − σ_min)·t)² (v − u_t)², which for residual prediction is exactly the MSE of x̂1. The velocity
+  loss weights t → 1 up to 400× more than t = 0, but a few-step Euler solve only ever evaluates the network at
+  t = 0, 1/N, …, 1 − 1/N; the x1 weighting gives those times their share.
 """
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ from .errors import CFMError
 
 OBJECTIVES = ("cfm", "fm", "l2", "l1")
 PREDICTIONS = ("velocity", "residual")
+WEIGHTINGS = ("velocity", "x1")
 MIN_REMAINING = 0.05  # floor of 1 − (1 − σ_min)·t in the residual → velocity conversion
 Velocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -106,7 +113,8 @@ def check_objective(objective: str) -> None:
 def training_loss(velocity: Velocity, x1: torch.Tensor, z_up: torch.Tensor, objective: str = "cfm", *,
                   noise_step: int = DEFAULT_NOISE_STEP, sigma_min: float = 0.0,
                   generator: torch.Generator | None = None, t: torch.Tensor | None = None,
-                  noise: torch.Tensor | None = None, prediction: str = "velocity") -> LossResult:
+                  noise: torch.Tensor | None = None, prediction: str = "velocity",
+                  weighting: str = "velocity") -> LossResult:
     """The loss of one batch for ``objective`` (see the module docstring).
 
     ``t`` and ``noise`` may be given to make the batch independent of how it is split across processes;
@@ -130,4 +138,9 @@ def training_loss(velocity: Velocity, x1: torch.Tensor, z_up: torch.Tensor, obje
     t = t.to(x1.device)
     s = CouplingPath(sigma_min).sample(x0, x1, t)
     v = velocity(s.x_t, t, z_up).float()
-    return LossResult(loss=F.mse_loss(v, s.target.float()), t=t)
+    if weighting == "velocity":
+        return LossResult(loss=F.mse_loss(v, s.target.float()), t=t)
+    if weighting != "x1":
+        raise CFMError(f"weighting={weighting!r} is unknown; use one of {WEIGHTINGS}")
+    remaining = (1 - (1 - sigma_min) * t.float()).clamp_min(MIN_REMAINING).reshape(-1, *([1] * (v.ndim - 1)))
+    return LossResult(loss=((v - s.target.float()) * remaining).square().mean(), t=t)

@@ -30,7 +30,7 @@ from .data import LatentCache, LatentSource, PairSource, PairSpec, scan_images
 from .ema import EMA
 from .errors import CFMError
 from .model import CFMConfig, CFMModel
-from .path import OBJECTIVES, PREDICTIONS, training_loss
+from .path import OBJECTIVES, PREDICTIONS, WEIGHTINGS, training_loss
 from .unet import PRESETS, preset
 
 STATE_FILE = "train_state.pt"
@@ -67,6 +67,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sigma-min", type=float, default=0.0)
     g.add_argument("--prediction", default="velocity", choices=PREDICTIONS,
                    help="network output: velocity (official) or residual x̂1 − z_up (easier for small nets)")
+    g.add_argument("--weighting", default="velocity", choices=WEIGHTINGS,
+                   help="loss over t: velocity MSE (official) or x1 (= MSE of x̂1; equal weight for few-step times)")
     g.add_argument("--default-steps", type=int, default=4, help="integration steps stored as the model's default")
     g.add_argument("--default-solver", default="euler", help="solver stored as the model's default")
     g.add_argument("--init-from", default=None, help="start from this CFM .safetensors (fine-tuning)")
@@ -320,7 +322,7 @@ class Trainer:
             with sync, self._autocast():
                 res = training_loss(self.net, x1, z_up, self.config.objective, noise_step=self.config.noise_step,
                                     sigma_min=self.config.sigma_min, t=t_all[positions], noise=noise,
-                                    prediction=self.config.prediction)
+                                    prediction=self.config.prediction, weighting=a.weighting)
                 (res.loss / a.grad_accum).backward()
             total += res.loss.detach() / a.grad_accum
         if self.world > 1:
@@ -348,7 +350,8 @@ class Trainer:
     def summary(self, elapsed: float, last_loss: float) -> dict:
         a = self.args
         return {"steps": self.step, "global_batch": a.batch_size * a.grad_accum * self.world, "lr": a.lr,
-                "objective": a.objective, "crop": a.crop, "images": self.num_images, "seed": a.seed,
+                "objective": a.objective, "weighting": a.weighting, "crop": a.crop, "images": self.num_images,
+                "seed": a.seed,
                 "seconds": round(elapsed, 1), "final_loss": round(last_loss, 6), "precision": self.precision,
                 "processes": self.world, "device": str(self.device), "machine": platform.processor() or
                 platform.machine(), "torch": torch.__version__, "data": [os.path.basename(os.path.normpath(d))

@@ -165,3 +165,17 @@ def test_residual_loss_is_zero_for_the_oracle_and_the_model_applies_its_parametr
     with torch.no_grad():
         raw = model.net(z, torch.zeros(1), z)
         torch.testing.assert_close(model(z, torch.zeros(1), z), raw.float(), rtol=1e-5, atol=1e-5)  # x_t = z_up, t=0
+
+
+def test_x1_weighting_of_a_residual_model_is_the_mse_of_its_x1_estimate():
+    z_up, x1 = pair(11)
+    noise = torch.randn_like(z_up)
+    t = torch.tensor([0.0, 0.5, 0.9])
+    out = torch.randn_like(z_up)  # any network output: x̂1 = z_up + out
+    res = training_loss(lambda x, tt, z: out, x1, z_up, "cfm", t=t, noise=noise, prediction="residual",
+                        weighting="x1")
+    assert res.loss.item() == pytest.approx((z_up + out - x1).square().mean().item(), rel=1e-5)
+    plain = training_loss(lambda x, tt, z: out, x1, z_up, "cfm", t=t, noise=noise, prediction="residual")
+    assert plain.loss.item() > res.loss.item()  # the velocity loss divides by (1 − t)²
+    with pytest.raises(CFMError, match="weighting"):
+        training_loss(lambda x, tt, z: out, x1, z_up, "cfm", t=t, noise=noise, weighting="snr")

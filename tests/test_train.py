@@ -101,9 +101,18 @@ def test_residual_prediction_fine_tunes_from_a_regression_model(photo_dir, tmp_p
                   "--objective", "l2") == 0
     l2 = str(tmp_path / "l2" / "model.safetensors")
     assert _train(photo_dir, tmp_path / "res", "--space", "s2d2", "--max-steps", "2", "--batch-size", "2",
-                  "--prediction", "residual", "--init-from", l2) == 0
-    cfg = load_model(str(tmp_path / "res" / "model.safetensors")).config
-    assert cfg.objective == "cfm" and cfg.prediction == "residual"
+                  "--prediction", "residual", "--weighting", "x1", "--init-from", l2, "--save-every", "1") == 0
+    final = load_model(str(tmp_path / "res" / "model.safetensors"))
+    assert final.config.objective == "cfm" and final.config.prediction == "residual"
+    assert final.config.training["weighting"] == "x1"
+    # `export` writes the same EMA weights from the run's state, e.g. while a run is still going
+    exported = tmp_path / "exported.safetensors"
+    assert cli.main(["export", str(tmp_path / "res"), str(exported)]) == 0
+    again = load_model(str(exported))
+    assert again.config.prediction == "residual" and again.config.training["steps"] == 2
+    a, b = final.net.state_dict(), again.net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert cli.main(["export", str(tmp_path / "l2" / "nothing_here"), str(exported)]) == 2
 
 
 @pytest.mark.parametrize("objective", ["fm", "l2", "l1"])

@@ -1,0 +1,45 @@
+"""``python -m cfm_core export RUN_DIR OUT.safetensors``: the EMA (or online) weights of a training run, at the step
+it last saved, as a self-describing model — to evaluate or ship a checkpoint while the run keeps going."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from .errors import CFMError
+from .model import CFMConfig
+from .train import STATE_FILE, _load_state, export_model
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help=f"training run folder (holds {STATE_FILE}) or the {STATE_FILE} file itself")
+    parser.add_argument("dst", help="output .safetensors")
+    parser.add_argument("--online", action="store_true", help="export the online weights instead of the EMA ones")
+    parser.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
+
+
+def run(args: argparse.Namespace) -> int:
+    path = os.path.join(args.run, STATE_FILE) if os.path.isdir(args.run) else args.run
+    if not os.path.isfile(path):
+        raise CFMError(f"run {args.run!r} holds no {STATE_FILE}; pass the --out folder of a training run")
+    state = _load_state(path)
+    config = CFMConfig.from_dict(json.loads(state["config"]))
+    run_args = json.loads(state.get("args", "{}"))
+    summary = {"steps": int(state["step"]), "seconds": round(float(state.get("elapsed", 0.0)), 1),
+               "objective": config.objective, "lr": run_args.get("lr"), "seed": run_args.get("seed"),
+               "exported_from": "online" if args.online else "ema"}
+    weights = state["net"] if args.online else state["ema"]
+    export_model(_Weights(weights), config, args.dst, args.dtype, summary)
+    print(f"wrote {args.dst}: step {state['step']} ({summary['exported_from']} weights)")
+    return 0
+
+
+class _Weights:
+    """What :func:`export_model` reads from an EMA object: ``.model.state_dict()``."""
+
+    def __init__(self, state_dict: dict):
+        self.model = self
+        self._sd = state_dict
+
+    def state_dict(self) -> dict:
+        return self._sd
