@@ -137,6 +137,21 @@ def build_config(args: argparse.Namespace, space: LatentSpace) -> CFMConfig:
                      upsample="psu", prediction=args.prediction)
 
 
+def fold_context_input(state: dict, channels: int) -> dict:
+    """A regression network for a residual-prediction start: move its x_t input weights onto z_up.
+
+    A regression model only ever saw x_t = z_up, so it may read z_up through either half of its first conv
+    (input ``cat[x_t, z_up]``). Folding W_x into W_z gives the same output for x_t = z_up, and none of the
+    augmentation noise in x_t reaches the output: the start model predicts x̂1 from z_up (and t) alone, one Euler
+    step from t = 0 is exactly the regression output, and training adds what x_t tells about x1.
+    """
+    key = "input_blocks.0.0.weight"
+    w = state[key].clone()
+    w[:, channels:] += w[:, :channels]
+    w[:, :channels] = 0
+    return {**state, key: w}
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -250,7 +265,10 @@ class Trainer:
         if src.config.unet != self.config.unet:
             raise CFMError(f"--init-from {path!r} has architecture {src.config.unet} but the flags build "
                            f"{self.config.unet}; pass matching --preset/architecture flags")
-        self.model.net.load_state_dict(src.net.state_dict())
+        state = src.net.state_dict()
+        if src.config.objective in ("l1", "l2") and self.config.prediction == "residual":
+            state = fold_context_input(state, self.config.unet.latent_channels)
+        self.model.net.load_state_dict(state)
 
     def _resume(self) -> None:
         if not os.path.isfile(self.state_path):
@@ -351,7 +369,7 @@ class Trainer:
         a = self.args
         return {"steps": self.step, "global_batch": a.batch_size * a.grad_accum * self.world, "lr": a.lr,
                 "objective": a.objective, "weighting": a.weighting, "crop": a.crop, "images": self.num_images,
-                "seed": a.seed,
+                "seed": a.seed, "init_from": a.init_from,
                 "seconds": round(elapsed, 1), "final_loss": round(last_loss, 6), "precision": self.precision,
                 "processes": self.world, "device": str(self.device), "machine": platform.processor() or
                 platform.machine(), "torch": torch.__version__, "data": [os.path.basename(os.path.normpath(d))

@@ -103,6 +103,7 @@ def test_residual_prediction_fine_tunes_from_a_regression_model(photo_dir, tmp_p
     assert _train(photo_dir, tmp_path / "res", "--space", "s2d2", "--max-steps", "2", "--batch-size", "2",
                   "--prediction", "residual", "--weighting", "x1", "--init-from", l2, "--save-every", "1") == 0
     final = load_model(str(tmp_path / "res" / "model.safetensors"))
+    assert final.config.training["init_from"] == l2
     assert final.config.objective == "cfm" and final.config.prediction == "residual"
     assert final.config.training["weighting"] == "x1"
     # `export` writes the same EMA weights from the run's state, e.g. while a run is still going
@@ -113,6 +114,34 @@ def test_residual_prediction_fine_tunes_from_a_regression_model(photo_dir, tmp_p
     a, b = final.net.state_dict(), again.net.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert cli.main(["export", str(tmp_path / "l2" / "nothing_here"), str(exported)]) == 2
+
+
+def test_folded_regression_start_ignores_the_noise_in_x_t():
+    """The residual start made from a regression net ignores x_t; at t = 0 it gives the regression output."""
+    import dataclasses
+
+    from helpers import tiny_model
+
+    from cfm_core.model import CFMModel
+    from cfm_core.train import fold_context_input
+
+    l2 = tiny_model(seed=4, objective="l2")
+    folded = CFMModel(dataclasses.replace(l2.config, objective="cfm", prediction="residual")).eval()
+    folded.net.load_state_dict(fold_context_input(l2.net.state_dict(), 4))
+    z = torch.randn(2, 4, 16, 16)
+    with torch.no_grad():
+        regression = z + l2(z, torch.zeros(2), z)
+        for t in (0.0, 0.5):
+            tt = torch.full((2,), t)
+            a, b = z + torch.randn_like(z), z + 2 * torch.randn_like(z)
+            x1_a, x1_b = a + (1 - t) * folded(a, tt, z), b + (1 - t) * folded(b, tt, z)  # x̂1 from the velocity
+            torch.testing.assert_close(x1_a, x1_b, rtol=1e-4, atol=1e-4)  # whatever the noise in x_t
+            if t == 0:
+                torch.testing.assert_close(x1_a, regression, rtol=1e-4, atol=1e-4)
+        unfolded = CFMModel(folded.config).eval()
+        unfolded.net.load_state_dict(l2.net.state_dict())
+        noisy = z + torch.randn_like(z)
+        assert not torch.allclose(noisy + unfolded(noisy, torch.zeros(2), z), regression, atol=1e-3)
 
 
 @pytest.mark.parametrize("objective", ["fm", "l2", "l1"])
