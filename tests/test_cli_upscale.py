@@ -344,7 +344,7 @@ def test_the_installed_command_runs_as_a_subprocess(models, tmp_path):
 # ------------------------------------------------------------------------------------------- the bundled model
 
 @pytest.mark.skipif(not os.path.isfile(bundled.BUNDLED_MODEL_PATH), reason="the bundled model is not trained yet")
-def test_bundled_model_is_not_worse_than_bicubic_on_a_held_out_photo(tmp_path):
+def test_bundled_model_beats_bicubic_on_a_held_out_photo(tmp_path):
     data = pytest.importorskip("skimage.data")
     high = torch.from_numpy(data.chelsea()[20:276, 100:356].copy()).permute(2, 0, 1)[None].float() / 255
     low = F.interpolate(high, scale_factor=0.5, mode="bilinear", align_corners=False, antialias=True)
@@ -359,7 +359,8 @@ def test_bundled_model_is_not_worse_than_bicubic_on_a_held_out_photo(tmp_path):
     def psnr(x: torch.Tensor) -> float:
         return float(-10 * torch.log10(((x - high) ** 2).mean()))
 
-    assert psnr(cfm) >= psnr(bicubic) - 0.5, (psnr(cfm), psnr(bicubic))
+    # held-out average at the default (1 NFE) is bicubic + 1.8 dB (README); this one crop gets a margin below that
+    assert psnr(cfm) >= psnr(bicubic) + 1.0, (psnr(cfm), psnr(bicubic))
 
 
 @pytest.mark.parametrize("side", [100, 512, 513, 1024, 1500, 4000])
