@@ -29,17 +29,7 @@ def run(args: argparse.Namespace) -> int:
                "objective": config.objective, "lr": run_args.get("lr"), "seed": run_args.get("seed"),
                "exported_from": "online" if args.online else "ema"}
     weights = state["net"] if args.online else state["ema"]
-    export_model(_Weights(weights), config, args.dst, args.dtype, summary)
+    export_model(weights, config, args.dst, args.dtype, summary)
     print(f"wrote {args.dst}: step {state['step']} ({summary['exported_from']} weights)")
     return 0
 
-
-class _Weights:
-    """What :func:`export_model` reads from an EMA object: ``.model.state_dict()``."""
-
-    def __init__(self, state_dict: dict):
-        self.model = self
-        self._sd = state_dict
-
-    def state_dict(self) -> dict:
-        return self._sd

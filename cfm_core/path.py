@@ -84,6 +84,11 @@ def check_prediction(prediction: str) -> None:
         raise CFMError(f"prediction={prediction!r} is unknown; use one of {PREDICTIONS}")
 
 
+def _remaining(t: torch.Tensor, sigma_min: float, ndim: int) -> torch.Tensor:
+    """1 − (1 − σ_min)·t, floored at MIN_REMAINING, shaped to broadcast over a batch of ``ndim``-D tensors."""
+    return (1 - (1 - sigma_min) * t.float()).clamp_min(MIN_REMAINING).reshape(-1, *([1] * (ndim - 1)))
+
+
 def output_to_velocity(out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor | float, z_up: torch.Tensor,
                        prediction: str = "velocity", sigma_min: float = 0.0) -> torch.Tensor:
     """The velocity implied by the network output ``out`` (see the module docstring), in float32."""
@@ -92,8 +97,7 @@ def output_to_velocity(out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor | f
     check_prediction(prediction)
     t = torch.as_tensor(t, dtype=torch.float32, device=x_t.device).reshape(-1, *([1] * (x_t.ndim - 1)))
     x1_hat = z_up.float() + out.float()
-    remaining = (1 - (1 - sigma_min) * t).clamp_min(MIN_REMAINING)
-    x0_hat = (x_t.float() - t * x1_hat) / remaining
+    x0_hat = (x_t.float() - t * x1_hat) / _remaining(t, sigma_min, x_t.ndim)
     return x1_hat - (1 - sigma_min) * x0_hat
 
 
@@ -121,6 +125,8 @@ def training_loss(velocity: Velocity, x1: torch.Tensor, z_up: torch.Tensor, obje
     otherwise they are drawn from ``generator``.
     """
     check_objective(objective)
+    if weighting not in WEIGHTINGS:
+        raise CFMError(f"weighting={weighting!r} is unknown; use one of {WEIGHTINGS}")
     velocity = parametrized(velocity, prediction, sigma_min)
     b = x1.shape[0]
     if objective in ("l1", "l2"):
@@ -140,7 +146,4 @@ def training_loss(velocity: Velocity, x1: torch.Tensor, z_up: torch.Tensor, obje
     v = velocity(s.x_t, t, z_up).float()
     if weighting == "velocity":
         return LossResult(loss=F.mse_loss(v, s.target.float()), t=t)
-    if weighting != "x1":
-        raise CFMError(f"weighting={weighting!r} is unknown; use one of {WEIGHTINGS}")
-    remaining = (1 - (1 - sigma_min) * t.float()).clamp_min(MIN_REMAINING).reshape(-1, *([1] * (v.ndim - 1)))
-    return LossResult(loss=((v - s.target.float()) * remaining).square().mean(), t=t)
+    return LossResult(loss=((v - s.target.float()) * _remaining(t, sigma_min, v.ndim)).square().mean(), t=t)

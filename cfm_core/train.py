@@ -189,9 +189,10 @@ def _load_state(path: str) -> dict:
         raise CFMError(f"training state {path!r} is unreadable ({exc}); start a new --out") from None
 
 
-def export_model(ema: EMA, config: CFMConfig, path: str, dtype: str, summary: dict) -> None:
+def export_model(weights: dict, config: CFMConfig, path: str, dtype: str, summary: dict) -> None:
+    """Write ``weights`` (a UNet state dict, e.g. the EMA's) as a self-describing model with ``summary``."""
     model = CFMModel(replace(config, training=summary))
-    model.net.load_state_dict(ema.model.state_dict())
+    model.net.load_state_dict(weights)
     dt = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
     try:
         save_model(model, path, dtype=dt)
@@ -414,9 +415,10 @@ class Trainer:
         self.save(elapsed)
         summary = self.summary(elapsed, last_loss)
         if self.rank == 0:
-            export_model(self.ema, self.config, os.path.join(a.out, MODEL_FILE), a.export_dtype, summary)
+            weights = self.ema.model.state_dict()
+            export_model(weights, self.config, os.path.join(a.out, MODEL_FILE), a.export_dtype, summary)
             if a.export:
-                export_model(self.ema, self.config, a.export, a.export_dtype, summary)
+                export_model(weights, self.config, a.export, a.export_dtype, summary)
             if os.path.isfile(log_path):
                 plot_loss(log_path, os.path.join(a.out, "loss.png"))
         if self.world > 1:
