@@ -7,10 +7,8 @@ The training summary keeps the noise step the model was trained with (``training
 import argparse
 import dataclasses
 
-import torch
-
-from cfm_core import load_model, save_model
-from cfm_core.model import CFMModel
+from cfm_core import load_model
+from cfm_core.train import export_model
 
 
 def main() -> None:
@@ -25,14 +23,10 @@ def main() -> None:
     src = load_model(a.src)
     cfg = src.config
     training = dict(cfg.training, noise_step_trained=cfg.training.get("noise_step_trained", cfg.noise_step))
-    cfg = dataclasses.replace(cfg, training=training,
-                              default_solver=a.solver or cfg.default_solver,
+    cfg = dataclasses.replace(cfg, default_solver=a.solver or cfg.default_solver,
                               default_steps=a.steps or cfg.default_steps,
                               noise_step=cfg.noise_step if a.noise_step is None else a.noise_step)
-    model = CFMModel(cfg)
-    model.net.load_state_dict(src.net.state_dict())
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}[a.dtype]
-    save_model(model, a.dst, dtype=dtype)
+    export_model(src.net.state_dict(), cfg, a.dst, a.dtype, training)
     print(f"wrote {a.dst}: solver {cfg.default_solver}, steps {cfg.default_steps}, noise step {cfg.noise_step}")
 
 
