@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import errno
 import json
+import math
 import os
 import platform
 import sys
@@ -77,6 +78,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step (default 1)")
     g.add_argument("--lr", type=float, default=3e-5, help="Adam learning rate (default 3e-5, as official)")
     g.add_argument("--warmup", type=int, default=1000, help="linear warm-up steps (default 1000)")
+    g.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES,
+                   help="after warm-up: constant (official) or cosine decay to --lr-min at --max-steps")
+    g.add_argument("--decay-from", type=int, default=None,
+                   help="step where the cosine decay starts (default: end of warm-up; with --resume e.g. the "
+                        "step it stopped at, to anneal a constant-lr run)")
+    g.add_argument("--lr-min", type=float, default=0.0, help="learning rate the cosine decay ends at (default 0)")
     g.add_argument("--ema-decay", type=float, default=0.999)
     g.add_argument("--ema-start", type=int, default=1000, help="steps of plain copy before averaging")
     g.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
@@ -166,8 +173,22 @@ def pick_precision(name: str, device: torch.device) -> str:
     return "fp32"
 
 
-def learning_rate(step: int, base: float, warmup: int) -> float:
-    return base * min(1.0, (step + 1) / warmup) if warmup > 0 else base
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate(step: int, base: float, warmup: int, schedule: str = "constant", *, total: int = 0,
+                  decay_from: int | None = None, minimum: float = 0.0) -> float:
+    """Linear warm-up to ``base``; then constant, or cosine from ``base`` at ``decay_from`` to ``minimum`` at
+    ``total``: lr = min + (base − min)·½(1 + cos π·p), p = (step − decay_from)/(total − decay_from) clipped to [0, 1].
+    """
+    lr = base * min(1.0, (step + 1) / warmup) if warmup > 0 else base
+    if schedule == "constant":
+        return lr
+    start = warmup if decay_from is None else decay_from
+    if step < start or total <= start:
+        return lr
+    progress = min(1.0, (step - start) / (total - start))
+    return minimum + (lr - minimum) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 # ------------------------------------------------------------------ state
@@ -226,9 +247,17 @@ def plot_loss(log_path: str, png_path: str) -> None:
 
 # ------------------------------------------------------------------ the loop
 
+def check_schedule(args: argparse.Namespace) -> None:
+    if not 0.0 <= args.lr_min < args.lr:
+        raise CFMError(f"--lr-min {args.lr_min:g} must be ≥ 0 and below --lr {args.lr:g}")
+    if args.decay_from is not None and not 0 <= args.decay_from < args.max_steps:
+        raise CFMError(f"--decay-from {args.decay_from} must lie in [0, --max-steps {args.max_steps})")
+
+
 class Trainer:
     def __init__(self, args: argparse.Namespace):
         self.args = args
+        check_schedule(args)
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.device = pick_device(args.device)
@@ -327,7 +356,8 @@ class Trainer:
         first = self.step * G
         gen = torch.Generator().manual_seed(_mix64(a.seed, self.step, 0x71))
         t_all = torch.rand(G, generator=gen)
-        lr = learning_rate(self.step, a.lr, a.warmup)
+        lr = learning_rate(self.step, a.lr, a.warmup, a.lr_schedule, total=a.max_steps, decay_from=a.decay_from,
+                           minimum=a.lr_min)
         for group in self.optim.param_groups:
             group["lr"] = lr
         self.optim.zero_grad(set_to_none=True)
@@ -369,7 +399,7 @@ class Trainer:
     def summary(self, elapsed: float, last_loss: float) -> dict:
         a = self.args
         return {"steps": self.step, "global_batch": a.batch_size * a.grad_accum * self.world, "lr": a.lr,
-                "objective": a.objective, "weighting": a.weighting, "crop": a.crop, "images": self.num_images,
+                "lr_schedule": a.lr_schedule, "decay_from": a.decay_from, "objective": a.objective, "weighting": a.weighting, "crop": a.crop, "images": self.num_images,
                 "seed": a.seed, "init_from": a.init_from,
                 "seconds": round(elapsed, 1), "final_loss": round(last_loss, 6), "precision": self.precision,
                 "processes": self.world, "device": str(self.device), "machine": platform.processor() or

@@ -13,7 +13,8 @@ import torch
 import cfm_core
 from cfm_core.__main__ import main
 from cfm_core.errors import CFMError
-from cfm_core.evaluate import Setting, crop_multiple, downsample, evaluate_models, format_table, prepare_high_res
+from cfm_core.evaluate import (FLOOR, Setting, crop_multiple, downsample, evaluate_models, format_table,
+                               prepare_high_res)
 from cfm_core.images import save_image
 from cfm_core.solvers import expected_nfe
 
@@ -67,7 +68,8 @@ def test_downsample_modes_halve_and_preserve_a_constant():
 
 def test_zero_velocity_model_equals_the_bilinear_baseline(photos):
     # v ≡ 0 and noise step 0 (ᾱ = 1 − 1e-10): the ODE returns its start, the bilinear upsample of the input.
-    rows = evaluate_models(photos, [("zero", tiny_cfm(), [Setting("euler", 1), Setting("midpoint", 2)])])
+    rows = evaluate_models(photos, [("zero", tiny_cfm(), [Setting("euler", 1), Setting("midpoint", 2)])],
+                           swd_patches=512)
     by_label = {r.label: r for r in rows}
     bilinear, bicubic = by_label["bilinear"], by_label["bicubic"]
     for label in ("zero euler×1", "zero midpoint×2"):
@@ -77,8 +79,17 @@ def test_zero_velocity_model_equals_the_bilinear_baseline(photos):
     assert by_label["zero midpoint×2"].nfe == expected_nfe("midpoint", 2) == 4
     # on real photos bicubic beats bilinear: a sanity check that the metrics and the baselines are wired right
     assert bicubic.psnr > bilinear.psnr and bicubic.ssim > bilinear.ssim and bicubic.swd < bilinear.swd
-    assert all(r.images == 3 and r.seconds_per_image > 0 for r in rows)
+    floor, *methods = rows
+    assert floor.kind == "floor" and floor.label == FLOOR and floor.swd > 0 and math.isnan(floor.psnr)
+    assert all(r.images == 3 and r.seconds_per_image > 0 for r in methods)
     assert format_table(rows).count("\n") == len(rows) + 1
+
+
+def test_swd_sampling_floor_falls_with_more_patches(photos):
+    # the floor is pure sampling noise (same images, other positions): more patches must shrink it, roughly as
+    # 1/√N; the paired-position baselines move far less, which is why the default samples many patches
+    floors = {n: evaluate_models(photos, [], baselines=["bicubic"], swd_patches=n)[0].swd for n in (64, 1024)}
+    assert floors[1024] < 0.5 * floors[64]
 
 
 def test_function_api_errors(photos):
@@ -104,16 +115,19 @@ def test_cli_writes_table_json_and_plots(tmp_path, photos):
     proc = subprocess.run(
         [sys.executable, "-m", "cfm_core", "evaluate", str(folder), "--model", str(zero), "--model", str(noisy),
          "--solvers", "euler", "midpoint", "--steps", "1", "2", "--seed", "3", "--out-json", str(out_json),
-         "--plots", str(plots)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+         "--plots", str(plots), "--swd-patches", "256"], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "broken.png" in proc.stderr and "tiny.png" in proc.stderr  # warned about, then skipped
     table = [line for line in proc.stdout.splitlines() if line.startswith("|")]
-    assert len(table) == 2 + 2 + 2 * 4  # header, rule, 2 baselines, 2 models × 2 solvers × 2 step counts
+    assert len(table) == 2 + 1 + 2 + 2 * 4  # header, rule, floor, 2 baselines, 2 models × 2 solvers × 2 steps
+    assert table[2].startswith(f"| *{FLOOR}*")
 
     report = json.loads(out_json.read_text())
     assert report["settings"]["skipped"] == {"unreadable": 1, "too_small": 1}
     assert len(report["settings"]["images"]) == 3
-    rows = {r["label"]: r for r in report["rows"]}
+    assert report["rows"][0]["kind"] == "floor" and report["rows"][0]["psnr"] == "nan"  # strict JSON, no NaN
+    rows = {r["label"]: r for r in report["rows"][1:]}
     assert len(rows) == 10
     for r in rows.values():
         assert math.isfinite(r["psnr"]) and 10 < r["psnr"] < 60

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from PIL import Image
 from cfm_core import __main__ as cli
 from cfm_core import load_model
 from cfm_core.errors import CFMError
+from cfm_core.train import learning_rate
 
 TINY = ["--preset", "tiny", "--model-channels", "32", "--channel-mult", "1,2", "--num-res-blocks", "1",
         "--attention-resolutions", "", "--crop", "32", "--warmup", "2", "--ema-start", "1", "--lr", "1e-3",
@@ -175,6 +177,36 @@ def test_bad_inputs_have_clear_errors(photo_dir, tmp_path, capsys):
     # a second run into the same folder without --resume
     assert _train(photo_dir, tmp_path / "d", "--space", "s2d2", "--max-steps", "2") == 2
     assert "pass --resume" in capsys.readouterr().err
+    # schedule flags out of range
+    assert _train(photo_dir, tmp_path / "e", "--max-steps", "2", "--lr-min", "1") == 2
+    assert "--lr-min 1 must be ≥ 0 and below --lr" in capsys.readouterr().err
+    assert _train(photo_dir, tmp_path / "e", "--max-steps", "2", "--decay-from", "5") == 2
+    assert "--decay-from 5 must lie in [0, --max-steps 2)" in capsys.readouterr().err
+
+
+def test_cosine_schedule_warms_up_then_anneals_from_decay_from():
+    base, warmup, total = 1e-3, 10, 110
+    assert learning_rate(4, base, warmup, "cosine", total=total) == pytest.approx(base * 5 / 10)  # warm-up first
+    assert learning_rate(10, base, warmup, "cosine", total=total) == pytest.approx(base)
+    assert learning_rate(60, base, warmup, "cosine", total=total) == pytest.approx(base / 2)  # half way: cos(π/2)
+    assert learning_rate(110, base, warmup, "cosine", total=total, minimum=1e-5) == pytest.approx(1e-5)
+    assert learning_rate(500, base, warmup, "cosine", total=total) == pytest.approx(0.0, abs=1e-15)  # stays at min
+    # annealing a constant-lr run on resume: flat until decay_from, then the whole cosine over the remaining steps
+    assert learning_rate(79, base, warmup, "cosine", total=total, decay_from=80) == base
+    assert learning_rate(95, base, warmup, "cosine", total=total, decay_from=80) == pytest.approx(base / 2)
+    assert learning_rate(95, base, warmup) == base  # constant (official) ignores the decay arguments
+
+
+def test_resumed_cosine_run_logs_the_annealed_rates(photo_dir, tmp_path):
+    out = tmp_path / "run"
+    assert _train(photo_dir, out, "--space", "s2d2", "--batch-size", "1", "--max-steps", "2") == 0
+    assert _train(photo_dir, out, "--space", "s2d2", "--batch-size", "1", "--max-steps", "6", "--resume",
+                  "--lr-schedule", "cosine", "--decay-from", "2") == 0
+    with open(out / "log.jsonl") as fh:
+        rates = [json.loads(line)["lr"] for line in fh]
+    assert rates[:3] == [5e-4, 1e-3, 1e-3]  # warm-up of 2 steps, then flat (the logged lr is the step's own)
+    assert rates[3:] == pytest.approx([1e-3 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in (1, 2, 3)])
+    assert load_model(str(out / "model.safetensors")).config.training["lr_schedule"] == "cosine"
 
 
 def test_disk_full_leaves_previous_checkpoint_intact(photo_dir, tmp_path, monkeypatch):
