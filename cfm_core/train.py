@@ -399,8 +399,9 @@ class Trainer:
     def summary(self, elapsed: float, last_loss: float) -> dict:
         a = self.args
         return {"steps": self.step, "global_batch": a.batch_size * a.grad_accum * self.world, "lr": a.lr,
-                "lr_schedule": a.lr_schedule, "decay_from": a.decay_from, "objective": a.objective, "weighting": a.weighting, "crop": a.crop, "images": self.num_images,
-                "seed": a.seed, "init_from": a.init_from,
+                "lr_schedule": a.lr_schedule, "decay_from": a.decay_from, "objective": a.objective,
+                "weighting": a.weighting, "crop": a.crop, "images": self.num_images, "seed": a.seed,
+                "init_from": a.init_from,
                 "seconds": round(elapsed, 1), "final_loss": round(last_loss, 6), "precision": self.precision,
                 "processes": self.world, "device": str(self.device), "machine": platform.processor() or
                 platform.machine(), "torch": torch.__version__, "data": [os.path.basename(os.path.normpath(d))

@@ -13,8 +13,7 @@ import torch
 import cfm_core
 from cfm_core.__main__ import main
 from cfm_core.errors import CFMError
-from cfm_core.evaluate import (FLOOR, Setting, crop_multiple, downsample, evaluate_models, format_table,
-                               prepare_high_res)
+from cfm_core.evaluate import FLOOR, Setting, crop_multiple, downsample, evaluate_models, format_table, prepare_high_res
 from cfm_core.images import save_image
 from cfm_core.solvers import expected_nfe
 
