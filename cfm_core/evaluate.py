@@ -166,12 +166,13 @@ def evaluate_models(images: Sequence[torch.Tensor], models: Sequence[ModelEntry]
                     factor: int | None = None, downsample_mode: str = "bilinear", crop: int | None = None,
                     seed: int = 0, baselines: Sequence[str] = ("bicubic", "bilinear"),
                     degradation: Degradation | None = None, space=None, device: str | torch.device = "cpu",
-                    tile: int | None = None, swd_patches: int = SWD_PATCHES,
+                    tile: int | None = None, swd_patches: int = SWD_PATCHES, noise_step: int | None = None,
                     log: Callable[[str], None] | None = None) -> list[Row]:
     """Evaluate baselines and models on high-res (3, H, W) images in [0, 1] (see the module docstring).
 
     ``models``: (label, model, settings) with settings a list of :class:`Setting` or (solver, steps) tuples.
     ``space``: the latent space for VAE models (weights-free spaces are built from the model's config).
+    ``noise_step``: noise-augmentation step for every model (default: each model's own).
     """
     if not images:
         raise CFMError("no images to evaluate; pass a folder or files of high-res images")
@@ -222,7 +223,7 @@ def evaluate_models(images: Sequence[torch.Tensor], models: Sequence[ModelEntry]
 
         def run_model(i: int, lr: torch.Tensor, s: Setting, model=model):
             out, result = upscale_image(model, lr, space, solver=s.solver, steps=s.steps, seed=seed,
-                                        batch_indices=[i], tile=tile)
+                                        batch_indices=[i], tile=tile, noise_step=noise_step)
             return out, result.nfe
 
         run_model(0, lrs[0][None].to(device), Setting("euler", 1))  # warm-up: lazy init is not upscaling time
@@ -351,6 +352,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     parser.add_argument("--vae", default=None, help="VAE (file or diffusers folder) for VAE-latent models")
     parser.add_argument("--tile", type=int, default=None, help="tile the velocity network (latent pixels)")
+    parser.add_argument("--noise-step", type=int, default=None, metavar="N",
+                        help="noise-augmentation step in [0, 999] for every model (default: each model's own)")
     parser.add_argument("--max-images", type=int, default=None, help="use only the first N images (sorted)")
     parser.add_argument("--swd-patches", type=int, default=SWD_PATCHES,
                         help=f"7×7 patches per image and pyramid level (default {SWD_PATCHES}; fewer is faster but "
@@ -401,6 +404,8 @@ def run(args: argparse.Namespace) -> int:
         raise CFMError(f"--crop {args.crop} is too small; use at least {MIN_SIDE}")
     if args.swd_patches < 1:
         raise CFMError(f"--swd-patches {args.swd_patches} must be positive")
+    if args.noise_step is not None and not 0 <= args.noise_step <= 999:
+        raise CFMError(f"--noise-step {args.noise_step} is outside [0, 999]; omit it to use each model's own")
     degradation = Degradation.parse(args.degrade) if args.degrade else None
     dtype = getattr(torch, args.dtype)
     models = [(path, load_model(path, args.device, dtype)) for path in args.model]
@@ -421,13 +426,14 @@ def run(args: argparse.Namespace) -> int:
     rows = evaluate_models(images, [(label, m, settings) for label, (_, m) in zip(labels, models)], factor=factor,
                            downsample_mode=args.downsample, crop=args.crop, seed=args.seed,
                            baselines=args.baselines, degradation=degradation, space=space, device=args.device,
-                           tile=args.tile, swd_patches=args.swd_patches, log=warn)
+                           tile=args.tile, swd_patches=args.swd_patches, noise_step=args.noise_step, log=warn)
     print(format_table(rows))
     if args.out_json:
         write_json(args.out_json, rows, {
             "images": paths, "skipped": skipped, "factor": factor, "crop": args.crop, "multiple": multiple,
             "downsample": f"{args.downsample} (antialias)" if args.downsample != "area" else "area",
             "degrade": degradation.to_spec() if degradation else None, "seed": args.seed,
+            "noise_step": args.noise_step,
             "models": {label: path for label, (path, _) in zip(labels, models)}, "device": args.device,
             "dtype": args.dtype, "swd": {"scale": SWD_SCALE, "patches_per_image": args.swd_patches,
                                          "patch_size": 7, "projections": 128, "repeats": 4, "min_resolution": MIN_SIDE},

@@ -91,6 +91,17 @@ def test_swd_sampling_floor_falls_with_more_patches(photos):
     assert floors[1024] < 0.5 * floors[64]
 
 
+def test_noise_step_override_reaches_the_solver(photos):
+    # a zero-velocity model returns its start point: the noised upsample at its own step 100, the plain bilinear
+    # upsample when the evaluation overrides the step with 0
+    model = [("zero", tiny_cfm(noise_step=100), [Setting("euler", 1)])]
+    own = {r.label: r for r in evaluate_models(photos, model, baselines=["bilinear"], swd_patches=64)}
+    clean = {r.label: r for r in evaluate_models(photos, model, baselines=["bilinear"], swd_patches=64,
+                                                 noise_step=0)}
+    assert clean["zero euler×1"].psnr == pytest.approx(clean["bilinear"].psnr, abs=1e-3)
+    assert own["zero euler×1"].psnr < own["bilinear"].psnr - 1.0
+
+
 def test_function_api_errors(photos):
     with pytest.raises(CFMError, match="no images"):
         evaluate_models([], [])
@@ -149,3 +160,5 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["evaluate", str(small), "--crop", "32"]) == 2
     err = capsys.readouterr().err
     assert "smaller than the crop 32" in err and "none of the 1 images is usable" in err
+    assert main(["evaluate", str(small), "--noise-step", "1000"]) == 2
+    assert "--noise-step 1000 is outside [0, 999]" in capsys.readouterr().err
