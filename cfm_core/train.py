@@ -248,6 +248,8 @@ def plot_loss(log_path: str, png_path: str) -> None:
 # ------------------------------------------------------------------ the loop
 
 def check_schedule(args: argparse.Namespace) -> None:
+    if args.lr_schedule == "constant" and (args.decay_from is not None or args.lr_min):
+        raise CFMError("--decay-from/--lr-min only apply to a decaying rate; add --lr-schedule cosine")
     if not 0.0 <= args.lr_min < args.lr:
         raise CFMError(f"--lr-min {args.lr_min:g} must be ≥ 0 and below --lr {args.lr:g}")
     if args.decay_from is not None and not 0 <= args.decay_from < args.max_steps:

@@ -178,9 +178,12 @@ def test_bad_inputs_have_clear_errors(photo_dir, tmp_path, capsys):
     assert _train(photo_dir, tmp_path / "d", "--space", "s2d2", "--max-steps", "2") == 2
     assert "pass --resume" in capsys.readouterr().err
     # schedule flags out of range
-    assert _train(photo_dir, tmp_path / "e", "--max-steps", "2", "--lr-min", "1") == 2
+    assert _train(photo_dir, tmp_path / "e", "--max-steps", "2", "--decay-from", "1") == 2
+    assert "add --lr-schedule cosine" in capsys.readouterr().err
+    cosine = ("--max-steps", "2", "--lr-schedule", "cosine")
+    assert _train(photo_dir, tmp_path / "e", *cosine, "--lr-min", "1") == 2
     assert "--lr-min 1 must be ≥ 0 and below --lr" in capsys.readouterr().err
-    assert _train(photo_dir, tmp_path / "e", "--max-steps", "2", "--decay-from", "5") == 2
+    assert _train(photo_dir, tmp_path / "e", *cosine, "--decay-from", "5") == 2
     assert "--decay-from 5 must lie in [0, --max-steps 2)" in capsys.readouterr().err
 
 
