@@ -1,9 +1,12 @@
-"""Write the redistributable photographs that ship inside scikit-image into train/ and heldout/ folders.
+"""Write the photographs that ship inside scikit-image (and one inside matplotlib) into train/, heldout/ and val/.
 
 Licences (from scikit-image's data docstrings): astronaut, hubble_deep_field, rocket: public domain (NASA/SpaceX);
 camera, chelsea, coffee, retina, brick, grass, gravel: CC0; coins, immunohistochemistry: no known copyright
 restrictions. Held out from training: chelsea, coffee, rocket (and motorcycle_left, used for evaluation only and
 never redistributed: its licence is not stated).
+val/ (used to choose inference settings, never trained on or reported as held out): matplotlib's grace_hopper.jpg
+(US Navy photo, public domain), scikit-image's cell (CC0) and moon (licence not stated; evaluation only), the grey
+ones saved as RGB.
 usage: python scripts/export_skimage_photos.py OUT_DIR
 """
 import os
@@ -15,6 +18,7 @@ import skimage
 TRAIN = ["astronaut.png", "camera.png", "brick.png", "grass.png", "gravel.png", "coins.png",
          "hubble_deep_field.jpg", "retina.jpg", "ihc.png"]
 HELDOUT = ["chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png"]
+VAL_GREY = ["cell.png", "moon.png"]
 
 
 def main(out: str) -> None:
@@ -23,7 +27,19 @@ def main(out: str) -> None:
         os.makedirs(os.path.join(out, split), exist_ok=True)
         for name in names:
             shutil.copy(os.path.join(src, name), os.path.join(out, split, name))
-    print(f"wrote {len(TRAIN)} training and {len(HELDOUT)} held-out photos to {out}")
+    export_validation(src, os.path.join(out, "val"))
+    print(f"wrote {len(TRAIN)} training, {len(HELDOUT)} held-out and {len(VAL_GREY) + 1} validation photos to {out}")
+
+
+def export_validation(skimage_data: str, folder: str) -> None:
+    import matplotlib
+    from PIL import Image
+
+    os.makedirs(folder, exist_ok=True)
+    shutil.copy(os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg"), folder)
+    for name in VAL_GREY:
+        with Image.open(os.path.join(skimage_data, name)) as grey:
+            grey.convert("RGB").save(os.path.join(folder, name))
 
 
 if __name__ == "__main__":
