@@ -17,7 +17,7 @@ Protocol, per high-res image ``hr``:
 
 SWD needs many patches. Karras samples 128 patches per image from 16k images; a held-out set here has a handful of
 images, so the default is ``SWD_PATCHES`` = 8192 per image and level. With 128 per image on four 512² photos, the
-high-res images against themselves at other positions scored 82 while bicubic scored 28: the sampling noise was
+high-res images against themselves at other positions scored 83 while bicubic scored 28: the sampling noise was
 larger than the differences being measured. The first row of every table is that sampling floor ("high-res, other
 patches"), so a reader can tell which SWD differences mean something.
 """
