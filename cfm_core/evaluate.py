@@ -296,6 +296,7 @@ def plot_rows(rows: Sequence[Row], folder: str) -> list[str]:
         if r.kind == "model":
             models.setdefault((r.method, r.solver), []).append(r)
     baselines = [r for r in rows if r.kind == "baseline"]
+    floors = [r for r in rows if r.kind == "floor"]
     paths = []
     for x_name, x_label, x_of in (("nfe", "network evaluations per image (NFE)", lambda r: r.nfe),
                                   ("time", "seconds per image", lambda r: r.seconds_per_image)):
@@ -311,10 +312,9 @@ def plot_rows(rows: Sequence[Row], folder: str) -> list[str]:
                     ax.axhline(getattr(b, metric), color=colour, linestyle="--", label=b.method)
                 else:
                     ax.plot([x_of(b)], [getattr(b, metric)], "s", color=colour, label=b.method)
-            for r in rows:
-                if r.kind == "floor" and metric == "swd":
-                    floor = ax.axhline(r.swd, color="black", linestyle=":", label="sampling floor")
-                    ax.legend(handles=[floor], fontsize="small")
+            if metric == "swd" and floors:
+                floor = ax.axhline(floors[0].swd, color="black", linestyle=":", label="sampling floor")
+                ax.legend(handles=[floor], fontsize="small")
             if x_name == "time" and all(x_of(r) > 0 for r in rows if r.kind != "floor"):
                 ax.set_xscale("log")
             ax.set_xlabel(x_label)
