@@ -1,0 +1,45 @@
+"""The extra-photo export reads the raw image formats inside the scikit-learn and SciPy 1.9 wheels correctly."""
+import bz2
+import importlib.util
+import io
+import os
+import pickle
+import zipfile
+
+import numpy as np
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("export_extra_photos",
+                                                  os.path.join(ROOT, "scripts", "export_extra_photos.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _jpeg(colour) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), colour).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_from_wheels_decodes_scipy_raw_arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    face = rng.integers(0, 256, (768, 1024, 3), dtype=np.uint8)
+    ascent = rng.integers(0, 256, (512, 512)).tolist()  # scipy stores a pickled nested list
+    sk, sp = tmp_path / "sk.whl", tmp_path / "sp.whl"
+    with zipfile.ZipFile(sk, "w") as whl:
+        whl.writestr("sklearn/datasets/images/china.jpg", _jpeg("red"))
+        whl.writestr("sklearn/datasets/images/flower.jpg", _jpeg("blue"))
+    with zipfile.ZipFile(sp, "w") as whl:
+        whl.writestr("scipy/misc/face.dat", bz2.compress(face.tobytes()))
+        whl.writestr("scipy/misc/ascent.dat", pickle.dumps(ascent))
+    photos = _script().from_wheels(str(sk), str(sp))
+    assert sorted(photos) == ["scipy-ascent.png", "scipy-face.png", "sklearn-china.jpg", "sklearn-flower.jpg"]
+    assert photos["sklearn-china.jpg"] == _jpeg("red")  # copied byte for byte, not re-encoded
+    assert np.array_equal(np.asarray(photos["scipy-face.png"]), face)
+    grey = np.asarray(photos["scipy-ascent.png"])
+    assert grey.shape == (512, 512, 3) and np.array_equal(grey[..., 1], np.array(ascent, dtype=np.uint8))
