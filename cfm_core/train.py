@@ -173,6 +173,22 @@ def pick_precision(name: str, device: torch.device) -> str:
     return "fp32"
 
 
+def slow_cpu_autocast(precision: str, device: torch.device) -> str | None:
+    """A warning when ``precision`` would be emulated on this CPU, else None.
+
+    Without AVX512-BF16 or AMX, CPU autocast to bf16/fp16 converts in software: measured on an AVX2-only EPYC with
+    the bundled model's UNet (batch 8 of 128-px crops, 1 thread) 49.6 s per training step against 2.3 s in fp32.
+    """
+    if device.type != "cpu" or precision == "fp32":
+        return None
+    native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)() or \
+        getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    if native:
+        return None
+    return (f"warning: --precision {precision} on this CPU (no AVX512-BF16/AMX) is emulated and can be 20x slower "
+            "than fp32; use --precision fp32 (or auto)")
+
+
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -270,6 +286,9 @@ class Trainer:
         if args.threads:
             torch.set_num_threads(args.threads)
         self.precision = pick_precision(args.precision, self.device)
+        slow = slow_cpu_autocast(self.precision, self.device)
+        if slow and self.rank == 0:
+            print(slow, file=sys.stderr)
         self.space = build_space(args, self.device)
         self.config = build_config(args, self.space)
         os.makedirs(args.out, exist_ok=True)

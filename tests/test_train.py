@@ -229,3 +229,16 @@ def test_disk_full_leaves_previous_checkpoint_intact(photo_dir, tmp_path, monkey
         train._save_state(str(out / train.STATE_FILE), {"step": 99})
     assert (out / train.STATE_FILE).read_bytes() == before
     assert not [p for p in os.listdir(out) if p.startswith(".tmp-")]
+
+
+def test_emulated_cpu_autocast_is_named_with_the_fix(monkeypatch):
+    from cfm_core import train
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    message = train.slow_cpu_autocast("bf16", cpu)
+    assert message and "--precision bf16" in message and "--precision fp32" in message and "\n" not in message
+    assert train.slow_cpu_autocast("fp32", cpu) is None and train.slow_cpu_autocast("bf16", cuda) is None
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert train.slow_cpu_autocast("bf16", cpu) is None
