@@ -48,6 +48,15 @@ def download(cache: str) -> dict[str, str]:
     return {k: sorted(glob.glob(os.path.join(cache, v)))[-1] for k, v in files.items()}
 
 
+class _NoGlobals(pickle.Unpickler):
+    def find_class(self, module: str, name: str):  # ascent.dat is a nested list of ints: nothing to import
+        raise pickle.UnpicklingError(f"ascent.dat asks for {module}.{name}; refusing (expected plain lists)")
+
+
+def _plain_unpickle(data: bytes):
+    return _NoGlobals(io.BytesIO(data)).load()
+
+
 def from_wheels(sklearn_whl: str, scipy_whl: str) -> dict[str, Image.Image]:
     out = {}
     with zipfile.ZipFile(sklearn_whl) as whl:
@@ -56,7 +65,7 @@ def from_wheels(sklearn_whl: str, scipy_whl: str) -> dict[str, Image.Image]:
     with zipfile.ZipFile(scipy_whl) as whl:
         face = np.frombuffer(bz2.decompress(whl.read("scipy/misc/face.dat")), dtype=np.uint8).reshape(768, 1024, 3)
         out["scipy-face.png"] = Image.fromarray(face)
-        ascent = np.array(pickle.loads(whl.read("scipy/misc/ascent.dat")), dtype=np.uint8)
+        ascent = np.array(_plain_unpickle(whl.read("scipy/misc/ascent.dat")), dtype=np.uint8)
         out["scipy-ascent.png"] = Image.fromarray(ascent).convert("RGB")
     return out
 

@@ -43,3 +43,12 @@ def test_from_wheels_decodes_scipy_raw_arrays(tmp_path):
     assert np.array_equal(np.asarray(photos["scipy-face.png"]), face)
     grey = np.asarray(photos["scipy-ascent.png"])
     assert grey.shape == (512, 512, 3) and np.array_equal(grey[..., 1], np.array(ascent, dtype=np.uint8))
+
+
+def test_ascent_unpickling_refuses_anything_but_plain_data():
+    import pytest
+
+    script = _script()
+    assert script._plain_unpickle(pickle.dumps([[1, 2], [3, 4]])) == [[1, 2], [3, 4]]
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        script._plain_unpickle(pickle.dumps(os.system))
