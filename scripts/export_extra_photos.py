@@ -28,6 +28,8 @@ import zipfile
 import numpy as np
 from PIL import Image
 
+from cfm_core.checkpoint import atomic_write
+
 KDE_PHOTOS = ["BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf", "Grey", "Kite",
               "OneStandsOut", "Path", "summer_1am"]
 VALIDATION = {"kde-EveningGlow.png", "kde-FallenLeaf.png", "sklearn-flower.jpg"}
@@ -83,6 +85,11 @@ def from_deb(deb: str, workdir: str) -> dict[str, Image.Image]:
     return out
 
 
+def _write_bytes(path: str, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out")
@@ -96,11 +103,11 @@ def main() -> None:
         os.makedirs(os.path.join(args.out, split), exist_ok=True)
         path = os.path.join(args.out, split, name)
         if isinstance(photo, bytes):  # JPEGs from the wheel are copied byte for byte, not re-encoded
-            with open(path, "wb") as fh:
-                fh.write(photo)
             Image.open(io.BytesIO(photo)).verify()
+            atomic_write(path, lambda tmp, data=photo: _write_bytes(tmp, data))
         else:
-            photo.save(path)
+            # a half-written photo would be skipped as broken by `train`, silently shrinking the data set
+            atomic_write(path, lambda tmp, image=photo: image.save(tmp, format="PNG"))
         counts[split] += 1
     print(f"wrote {counts['train']} training and {counts['val']} validation photos to {args.out}")
 

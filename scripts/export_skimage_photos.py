@@ -15,6 +15,8 @@ import sys
 
 import skimage
 
+from cfm_core.checkpoint import atomic_write  # an interrupted export leaves no half-written photo behind
+
 TRAIN = ["astronaut.png", "camera.png", "brick.png", "grass.png", "gravel.png", "coins.png",
          "hubble_deep_field.jpg", "retina.jpg", "ihc.png"]
 HELDOUT = ["chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png"]
@@ -26,7 +28,7 @@ def main(out: str) -> None:
     for split, names in (("train", TRAIN), ("heldout", HELDOUT)):
         os.makedirs(os.path.join(out, split), exist_ok=True)
         for name in names:
-            shutil.copy(os.path.join(src, name), os.path.join(out, split, name))
+            atomic_write(os.path.join(out, split, name), lambda tmp, f=name: shutil.copyfile(os.path.join(src, f), tmp))
     export_validation(src, os.path.join(out, "val"))
     print(f"wrote {len(TRAIN)} training, {len(HELDOUT)} held-out and {len(VAL_GREY) + 1} validation photos to {out}")
 
@@ -36,10 +38,12 @@ def export_validation(skimage_data: str, folder: str) -> None:
     from PIL import Image
 
     os.makedirs(folder, exist_ok=True)
-    shutil.copy(os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg"), folder)
+    hopper = os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")
+    atomic_write(os.path.join(folder, "grace_hopper.jpg"), lambda tmp: shutil.copyfile(hopper, tmp))
     for name in VAL_GREY:
         with Image.open(os.path.join(skimage_data, name)) as grey:
-            grey.convert("RGB").save(os.path.join(folder, name))
+            rgb = grey.convert("RGB")
+        atomic_write(os.path.join(folder, name), lambda tmp, image=rgb: image.save(tmp, format="PNG"))
 
 
 if __name__ == "__main__":
