@@ -148,6 +148,11 @@ def test_cli_writes_table_json_and_plots(tmp_path, photos):
     assert abs(rows["random euler×2"]["psnr"] - rows["bilinear"]["psnr"]) > 0.01  # a real model changes things
     for name in ("metrics_vs_nfe.png", "metrics_vs_time.png"):
         assert (plots / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the selection script reads exactly this format: every model row, its noise step, the baseline's PSNR
+    chooser = load_script("choose_inference_setting")
+    settings, baseline_psnr = chooser.read_results([str(out_json)], "bicubic")
+    assert len(settings) == 8 and {s.noise_step for s in settings} == {report["settings"]["noise_step"]}
+    assert baseline_psnr == pytest.approx(rows["bicubic"]["psnr"], abs=1e-6)
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -162,3 +167,37 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "smaller than the crop 32" in err and "none of the 1 images is usable" in err
     assert main(["evaluate", str(small), "--noise-step", "1000"]) == 2
     assert "--noise-step 1000 is outside [0, 999]" in capsys.readouterr().err
+def load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_result(path, noise_step: int, bicubic_psnr: float, rows: list[tuple[str, int, float, float]]) -> str:
+    """A minimal `evaluate --out-json` file: a floor row, a bicubic row and (method, steps, psnr, swd) model rows."""
+    out = [{"method": FLOOR, "kind": "floor", "solver": None, "steps": None, "psnr": "nan", "swd": 9.0},
+           {"method": "bicubic", "kind": "baseline", "solver": None, "steps": None, "psnr": bicubic_psnr,
+            "swd": 12.0}]
+    out += [{"method": m, "kind": "model", "solver": "euler", "steps": s, "psnr": p, "swd": w} for m, s, p, w in rows]
+    path.write_text(json.dumps({"settings": {"noise_step": noise_step}, "rows": out}))
+    return str(path)
+
+
+def test_choose_inference_setting_takes_the_lowest_swd_that_keeps_bicubic_psnr(tmp_path, capsys):
+    chooser = load_script("choose_inference_setting")
+    a = write_result(tmp_path / "n0.json", 0, 37.0, [("m", 1, 37.5, 6.4), ("m", 4, 37.8, 5.9)])
+    b = write_result(tmp_path / "n50.json", 50, 37.0, [("m", 1, 36.9, 5.0), ("m", 4, 37.0, 6.1)])
+    assert chooser.main([a, b]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1].startswith("chosen: m euler×4 noise step 0:")  # 5.0 is lower but below bicubic
+    assert "(below bicubic)" in out and out.count("noise step") == 5
+
+    low = write_result(tmp_path / "low.json", 0, 40.0, [("m", 1, 37.5, 6.4)])
+    assert chooser.main([low]) == 1 and "chosen: none" in capsys.readouterr().out
+    assert chooser.main([a, low]) == 2  # two bicubic PSNRs: not the same images
+    assert chooser.main([a, "--baseline", "bilinear"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("error: --baseline ") for line in err)
