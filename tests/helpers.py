@@ -1,9 +1,13 @@
-"""Tiny-model builders shared by the test files (import as ``from helpers import tiny_model``).
+"""Tiny-model builders and a script loader shared by the test files (``from helpers import tiny_model``).
 
 A fresh CFM model outputs exactly v = 0 (its last layers are zero-initialised, as in the official code), which
 would make many checks vacuous; ``tiny_model(randomize=True)`` re-draws those layers so v ≠ 0.
 """
 from __future__ import annotations
+
+import importlib.util
+import os
+from types import ModuleType
 
 import torch
 from torch import nn
@@ -63,3 +67,12 @@ def tiny_model(latent_channels: int = 4, latent: LatentSpec | None = None, seed:
     if randomize:
         randomize_zero_layers(model, seed)
     return model.eval()
+
+
+def load_script(name: str) -> ModuleType:
+    """Import ``scripts/NAME.py`` (the scripts folder is not a package)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

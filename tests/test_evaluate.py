@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from helpers import load_script
 
 import cfm_core
 from cfm_core.__main__ import main
@@ -167,13 +168,6 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "smaller than the crop 32" in err and "none of the 1 images is usable" in err
     assert main(["evaluate", str(small), "--noise-step", "1000"]) == 2
     assert "--noise-step 1000 is outside [0, 999]" in capsys.readouterr().err
-def load_script(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "scripts", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_result(path, noise_step: int, bicubic_psnr: float, rows: list[tuple[str, int, float, float]]) -> str:

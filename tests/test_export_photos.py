@@ -1,23 +1,13 @@
 """The extra-photo export reads the raw image formats inside the scikit-learn and SciPy 1.9 wheels correctly."""
 import bz2
-import importlib.util
 import io
 import os
 import pickle
 import zipfile
 
 import numpy as np
+from helpers import load_script
 from PIL import Image
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("export_extra_photos",
-                                                  os.path.join(ROOT, "scripts", "export_extra_photos.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _jpeg(colour) -> bytes:
@@ -37,7 +27,7 @@ def test_from_wheels_decodes_scipy_raw_arrays(tmp_path):
     with zipfile.ZipFile(sp, "w") as whl:
         whl.writestr("scipy/misc/face.dat", bz2.compress(face.tobytes()))
         whl.writestr("scipy/misc/ascent.dat", pickle.dumps(ascent))
-    photos = _script().from_wheels(str(sk), str(sp))
+    photos = load_script("export_extra_photos").from_wheels(str(sk), str(sp))
     assert sorted(photos) == ["scipy-ascent.png", "scipy-face.png", "sklearn-china.jpg", "sklearn-flower.jpg"]
     assert photos["sklearn-china.jpg"] == _jpeg("red")  # copied byte for byte, not re-encoded
     assert np.array_equal(np.asarray(photos["scipy-face.png"]), face)
@@ -48,7 +38,7 @@ def test_from_wheels_decodes_scipy_raw_arrays(tmp_path):
 def test_ascent_unpickling_refuses_anything_but_plain_data():
     import pytest
 
-    script = _script()
+    script = load_script("export_extra_photos")
     assert script._plain_unpickle(pickle.dumps([[1, 2], [3, 4]])) == [[1, 2], [3, 4]]
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
         script._plain_unpickle(pickle.dumps(os.system))
