@@ -24,6 +24,7 @@ import pickle
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -59,8 +60,9 @@ def _plain_unpickle(data: bytes):
     return _NoGlobals(io.BytesIO(data)).load()
 
 
-def from_wheels(sklearn_whl: str, scipy_whl: str) -> dict[str, Image.Image]:
-    out = {}
+def from_wheels(sklearn_whl: str, scipy_whl: str) -> dict[str, Image.Image | bytes]:
+    """scikit-learn's JPEGs as their original bytes; SciPy's raw arrays decoded to images."""
+    out: dict[str, Image.Image | bytes] = {}
     with zipfile.ZipFile(sklearn_whl) as whl:
         for name in ("china", "flower"):
             out[f"sklearn-{name}.jpg"] = whl.read(f"sklearn/datasets/images/{name}.jpg")
@@ -85,11 +87,6 @@ def from_deb(deb: str, workdir: str) -> dict[str, Image.Image]:
     return out
 
 
-def _write_bytes(path: str, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out")
@@ -104,7 +101,7 @@ def main() -> None:
         path = os.path.join(args.out, split, name)
         if isinstance(photo, bytes):  # JPEGs from the wheel are copied byte for byte, not re-encoded
             Image.open(io.BytesIO(photo)).verify()
-            atomic_write(path, lambda tmp, data=photo: _write_bytes(tmp, data))
+            atomic_write(path, lambda tmp, data=photo: Path(tmp).write_bytes(data))
         else:
             # a half-written photo would be skipped as broken by `train`, silently shrinking the data set
             atomic_write(path, lambda tmp, image=photo: image.save(tmp, format="PNG"))
