@@ -42,3 +42,22 @@ def test_ascent_unpickling_refuses_anything_but_plain_data():
     assert script._plain_unpickle(pickle.dumps([[1, 2], [3, 4]])) == [[1, 2], [3, 4]]
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
         script._plain_unpickle(pickle.dumps(os.system))
+
+
+def test_wallpaper_split_is_fixed_disjoint_and_sized():
+    script = load_script("export_wallpaper_photos")
+    names = [f"{p.split('-')[0]}-{n}.png" for p, photos in script.PACKAGES.items() for n in photos]
+    assert len(names) == len(set(names)) == 26
+    split = script.split(names)
+    assert split == script.split(list(reversed(names)))  # depends on the names, not on the order they come in
+    assert sum(v == "val-new" for v in split.values()) == 10
+    assert sum(v == "heldout-new" for v in split.values()) == 16
+
+
+def test_wallpaper_shrink_puts_the_long_side_at_640(tmp_path):
+    script = load_script("export_wallpaper_photos")
+    for size in [(2560, 1600), (1365, 1074), (2056, 3088)]:
+        Image.new("RGB", size, "green").save(tmp_path / "w.jpg")
+        small = script.shrink(str(tmp_path / "w.jpg"))
+        assert max(small.size) == 640
+        assert abs(small.width / small.height - size[0] / size[1]) < 0.01
