@@ -79,10 +79,11 @@ def main() -> None:
             if len(found) != 1:
                 raise SystemExit(f"{package}: expected one {photo}.jpg, found {len(found)}; has the package changed?")
             sources[f"{package.split('-')[0]}-{photo}.png"] = found[0]
-    for name, folder in sorted(split(list(sources)).items()):
+    folders = split(list(sources))
+    for name, folder in sorted(folders.items()):
         atomic_write(os.path.join(args.out, folder, name), lambda tmp, src=sources[name]: shrink(src).save(tmp, "PNG"))
-    counts = {f: list(split(list(sources)).values()).count(f) for f in ("val-new", "heldout-new")}
-    print(f"wrote {counts['val-new']} validation and {counts['heldout-new']} held-out photos to {args.out}")
+    held_out = sum(folder == "heldout-new" for folder in folders.values())
+    print(f"wrote {len(folders) - held_out} validation and {held_out} held-out photos to {args.out}")
 
 
 if __name__ == "__main__":
