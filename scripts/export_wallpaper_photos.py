@@ -1,6 +1,6 @@
 """Fresh validation and held-out photographs from three Debian wallpaper packages (none of them ever trained on).
 
-Round 4 of the bundled model (README, "A fourth round: fresh photos for choosing and for testing") needed a
+Round 4 of the bundled model (README, *How the defaults were chosen*) needed a
 held-out set nobody had looked at and a validation set that resembles it. The 26 photographs (artwork left out)
 among the wallpapers of these packages are used, each with the licence its debian/copyright gives:
 
@@ -43,12 +43,12 @@ SPLIT_SEED = 0
 def unpack(package: str, cache: str) -> str:
     """Download ``package``'s .deb into ``cache`` once and unpack it; the unpacked root."""
     os.makedirs(cache, exist_ok=True)
-    if not glob.glob(os.path.join(cache, f"{package}_*.deb")):
+    pattern = os.path.join(cache, f"{package}_*.deb")
+    if not glob.glob(pattern):
         subprocess.run(["apt-get", "download", package], cwd=cache, check=True)
     root = os.path.join(cache, package)
     if not os.path.isdir(root):
-        subprocess.run(["dpkg-deb", "-x", sorted(glob.glob(os.path.join(cache, f"{package}_*.deb")))[-1], root],
-                       check=True)
+        subprocess.run(["dpkg-deb", "-x", sorted(glob.glob(pattern))[-1], root], check=True)
     return root
 
 
