@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torchdiffeq import odeint
@@ -34,6 +34,17 @@ class StepInfo:
     t: float
     nfe: int
     x: torch.Tensor
+    # (x_t, t, v) of the latest network evaluation, which may be an intermediate stage of the step
+    evaluation: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+
+    def x1_estimate(self) -> torch.Tensor:
+        """The model's current guess of the end point, x̂1 = x_t + (1 − t)·v, from its latest evaluation (x_t, t, v):
+        where the straight path it points along lands. No extra network evaluation; for Euler the last step's
+        estimate is x1 itself. Used for previews."""
+        if self.evaluation is None:
+            return self.x
+        x_t, t, v = self.evaluation
+        return x_t + (1.0 - t) * v
 
 
 @dataclass(frozen=True)
@@ -70,14 +81,17 @@ class _Field:
                  callback: Callable[[StepInfo], None] | None):
         self.velocity, self.total, self.callback = velocity, total, callback
         self.nfe, self.step = 0, 0
+        self.evaluation: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def __call__(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         self.nfe += 1
-        return self.velocity(x, t.reshape(1).expand(x.shape[0]))
+        v = self.velocity(x, t.reshape(1).expand(x.shape[0]))
+        self.evaluation = (x, t, v)  # references only: kept for StepInfo.x1_estimate, computed on demand
+        return v
 
     def _report(self, t: float, x: torch.Tensor) -> None:
         if self.callback is not None:
-            self.callback(StepInfo(self.step, self.total, t, self.nfe, x))
+            self.callback(StepInfo(self.step, self.total, t, self.nfe, x, self.evaluation))
 
     def _begin_step(self, t0, y0, dt) -> None:
         """torchdiffeq hands us the state *before* a step (t0, y0): that is the result of the previous step."""

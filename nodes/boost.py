@@ -19,6 +19,7 @@ from .common import (
     vae_downscale,
 )
 from .noise_augment import NOISE_STEP_INPUT
+from .pixel_model import PIXEL_MODEL_NOTE, boost_latent_in_pixels, is_pixel_model
 from .pixel_upsample import RESIZE_MODES, VAE_TILING_INPUTS, psu_raw
 from .solve import SolveSettings, solve_latent
 from .upscale_latent import SOLVER_INPUTS, TILE_INPUTS
@@ -37,7 +38,7 @@ class CFMBoost:
     DESCRIPTION = ("All-in-one CFM upscale of a LATENT by the model's factor (usually 2×): pixel-space upsampling "
                    "through the VAE, noise augmentation and a few ODE steps of the CFM model. Equivalent to "
                    "PixelSpaceUpsample → CFMUpscaleLatent. Output: an unscaled high-res LATENT for VAE Decode or a "
-                   "second KSampler pass. The VAE must be the one the model was trained for.")
+                   "second KSampler pass. A latent model needs the VAE it was trained for. " + PIXEL_MODEL_NOTE)
     CATEGORY = CATEGORY
     FUNCTION = "boost"
     RETURN_TYPES = ("LATENT",)
@@ -48,13 +49,16 @@ class CFMBoost:
     def INPUT_TYPES(cls):
         return {"required": {
             "samples": ("LATENT", {"tooltip": "The low-resolution latent, e.g. from a KSampler."}),
-            "vae": ("VAE", {"tooltip": "The VAE of this latent, the one the CFM model was trained for."}),
-            "cfm_model": ("CFM_MODEL", {"tooltip": "A latent CFM model from CFMLoader."}),
+            "vae": ("VAE", {"tooltip": "The VAE of this latent: the one a latent CFM model was trained for; any "
+                                       "image VAE for a pixel-space model."}),
+            "cfm_model": ("CFM_MODEL", {"tooltip": "A CFM model from CFMLoader: a latent model for this VAE, or a "
+                                                   "pixel-space one such as the bundled model. " + PIXEL_MODEL_NOTE}),
             **SOLVER_INPUTS,
             "noise_step": NOISE_STEP_INPUT,
             "resize_method": (list(RESIZE_MODES), {
                 "default": "bilinear",
-                "tooltip": "Pixel resize inside the upsampling; bilinear is what the models are trained with."}),
+                "tooltip": "Pixel resize inside the upsampling; bilinear is what the models are trained with. "
+                           "Pixel-space models always use bilinear (as in training)."}),
             **TILE_INPUTS,
             **VAE_TILING_INPUTS,
         }}
@@ -63,12 +67,14 @@ class CFMBoost:
               noise_step: int = -1, resize_method: str = "bilinear", tile: int = 0, overlap: int = 8,
               vae_tiling: str = "auto", vae_tile_size: int = DEFAULT_TILE_PX):
         reject_augmented(samples, "CFMBoost")
+        settings = SolveSettings.from_inputs(solver, steps, seed, noise_step, tile, overlap)
+        if is_pixel_model(cfm_model):
+            return (boost_latent_in_pixels(cfm_model, vae, samples, settings, vae_tiling, vae_tile_size),)
         require_latent_model(cfm_model.config.latent, cfm_model.name)
         check_vae_matches(cfm_model.config.latent, vae)
         raw = latent_samples(samples)
         check_latent_for_model(cfm_model.model, raw, "LATENT")
         z_up = upsample_for_model(cfm_model, vae, raw, resize_method, vae_tiling, vae_tile_size)
-        settings = SolveSettings.from_inputs(solver, steps, seed, noise_step, tile, overlap)
         z1 = solve_latent(cfm_model, z_up, settings, batch_indices=batch_indices(samples, raw.shape[0]))
         out = output_latent(samples, to_raw_space(z1, model_scaling(cfm_model.config.latent)))
         d = vae_downscale(vae)

@@ -19,7 +19,6 @@ from .common import (
     latent_samples,
     output_latent,
     reject_augmented,
-    require_latent_model,
     resize_noise_mask,
     vae_downscale,
 )
@@ -104,7 +103,7 @@ class PixelSpaceUpsample:
             "optional": {
                 "cfm_model": ("CFM_MODEL", {
                     "tooltip": "Optional: supplies the factor when scale_by is 0, and checks that the VAE is the "
-                               "one the model was trained for."}),
+                               "one a latent model was trained for (a pixel-space model only lends its factor)."}),
             },
         }
 
@@ -112,9 +111,8 @@ class PixelSpaceUpsample:
                  vae_tiling: str = "auto", vae_tile_size: int = DEFAULT_TILE_PX, cfm_model=None):
         reject_augmented(samples, "PixelSpaceUpsample")
         raw = latent_samples(samples)
-        if cfm_model is not None:
-            require_latent_model(cfm_model.config.latent, cfm_model.name)
-            check_vae_matches(cfm_model.config.latent, vae)
+        if cfm_model is not None and cfm_model.config.latent.kind == "vae":
+            check_vae_matches(cfm_model.config.latent, vae)  # a pixel-space model only lends its factor
         scale = scale_by or (cfm_model.config.factor if cfm_model is not None else 2.0)
         up = psu_raw(vae, raw, float(scale), resize_method, vae_tiling, vae_tile_size)
         d = vae_downscale(vae)

@@ -5,8 +5,9 @@ Every node that integrates the ODE goes through :func:`run_model`:
 1. ``load_models_gpu([patcher], memory_required=estimate, force_full_load=True)``: ComfyUI evicts other models
    if needed. ``force_full_load`` because the UNet is built from plain ``torch.nn`` layers, which ComfyUI's partial
    ("lowvram") loading would leave on the CPU.
-2. One ProgressBar tick per ODE step; ``throw_exception_if_processing_interrupted`` before every network
-   evaluation (and every tile), so Cancel stops the run within a step.
+2. One ProgressBar tick per ODE step, with a preview of the current x̂1 when the user has previews on
+   (:mod:`.preview`); ``throw_exception_if_processing_interrupted`` before every network evaluation (and every
+   tile), so Cancel stops the run within a step.
 3. On out-of-memory: retry with velocity tiles of half the size (untiled → half the latent's longest side →
    halves), like ComfyUI's ImageUpscaleWithModel, down to :data:`MIN_TILE` latent pixels.
 """
@@ -26,6 +27,7 @@ from cfm_core.solvers import SOLVERS
 from .common import LOG, check_finite
 from .model_handle import CFMModelHandle
 from .oom import is_oom
+from .preview import PreviewFn, make_previewer
 
 T = TypeVar("T")
 MIN_TILE = 16
@@ -76,9 +78,15 @@ def estimate_memory(config: CFMConfig, shape: tuple[int, ...], dtype: torch.dtyp
     return int(1.5 * (activations + attention) + solver_state)
 
 
-def _progress(pbar: comfy.utils.ProgressBar, planned: int) -> Callable[[StepInfo], None]:
+def _progress(pbar: comfy.utils.ProgressBar, planned: int,
+              preview: PreviewFn | None = None) -> Callable[[StepInfo], None]:
+    """One progress tick per ODE step, with a preview of x̂1 when the user has previews on."""
     def callback(info: StepInfo) -> None:
-        pbar.update_absolute(info.step, info.total or max(planned, info.step))  # adaptive: total unknown
+        image = None
+        if preview is not None:
+            with torch.no_grad():
+                image = preview(info.x1_estimate())
+        pbar.update_absolute(info.step, info.total or max(planned, info.step), image)  # adaptive: total unknown
     return callback
 
 
@@ -90,11 +98,13 @@ def run_model(handle: CFMModelHandle, latent_shape: tuple[int, ...], settings: S
     mm.load_models_gpu([handle.patcher], memory_required=estimate_memory(config, latent_shape, handle.model.dtype,
                                                                           tile), force_full_load=True)
     planned = settings.planned_steps(config)
+    preview = make_previewer(handle.model, handle.load_device)
     while True:
         pbar = comfy.utils.ProgressBar(planned)
         overlap = min(settings.overlap, tile // 2) if tile else settings.overlap
         try:
-            return attempt(tile, overlap, _progress(pbar, planned), mm.throw_exception_if_processing_interrupted)
+            return attempt(tile, overlap, _progress(pbar, planned, preview),
+                           mm.throw_exception_if_processing_interrupted)
         except Exception as exc:
             if not is_oom(exc):
                 raise

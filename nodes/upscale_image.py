@@ -31,7 +31,7 @@ def to_rgb_bchw(image: torch.Tensor) -> torch.Tensor:
                        f"{MIN_IMAGE_SIDE}×{MIN_IMAGE_SIDE}")
     x = image[..., :3] if image.shape[-1] != 1 else image.expand(-1, -1, -1, 3)
     check_finite(x, "IMAGE", "check the node that produced it")
-    return x.movedim(-1, 1).float()
+    return x.movedim(-1, 1).float().clamp(0, 1)  # IMAGEs are 0..1; filters may overshoot a little, as SaveImage clips
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -69,7 +69,7 @@ class CFMUpscaleImage:
 
     def upscale(self, image: torch.Tensor, cfm_model, solver: str = "default", steps: int = 0, seed: int = 0,
                 noise_step: int = -1, tile: int = 0, overlap: int = 8, vae=None):
-        spec, factor = cfm_model.config.latent, cfm_model.config.factor
+        spec = cfm_model.config.latent
         space = None
         if spec.kind == "vae":
             if vae is None:
@@ -77,19 +77,27 @@ class CFMUpscaleImage:
                                "that VAE to CFMUpscaleImage, or use CFMBoost on the LATENT")
             check_vae_matches(spec, vae)
             space = ComfyVAESpace(vae, model_scaling(spec))
-        x = to_rgb_bchw(image)
-        h, w = x.shape[-2:]
-        x = pad_to_multiple(x, spec.downscale)
-        latent_shape = (x.shape[0], spec.channels, factor * x.shape[-2] // spec.downscale,
-                        factor * x.shape[-1] // spec.downscale)
         settings = SolveSettings.from_inputs(solver, steps, seed, noise_step, tile, overlap)
+        return (upscale_pixels(cfm_model, image, settings, space),)
 
-        def attempt(tile_, overlap_, callback, interrupt):
-            return upscale_image(cfm_model.model, x, space, solver=settings.solver, steps=settings.steps,
-                                 seed=settings.seed, noise_step=settings.noise_step, tile=tile_, overlap=overlap_,
-                                 callback=callback, interrupt=interrupt)
 
-        out, result = run_model(cfm_model, latent_shape, settings, attempt)
-        check_output(cfm_model, result.latent)
-        out = out[..., : factor * h, : factor * w].movedim(1, -1).contiguous()
-        return (out.to(mm.intermediate_device()),)
+def upscale_pixels(handle, image: torch.Tensor, settings: SolveSettings, space=None,
+                   batch_indices: list[int] | None = None) -> torch.Tensor:
+    """IMAGE [B, H, W, C] → IMAGE [B, f·H, f·W, 3] through :func:`cfm_core.pipeline.upscale_image` (the CLI's
+    function): edge-padded to the model's grid, cropped back, progress/cancel/OOM handling from :func:`run_model`."""
+    spec, factor = handle.config.latent, handle.config.factor
+    x = to_rgb_bchw(image)
+    h, w = x.shape[-2:]
+    x = pad_to_multiple(x, spec.downscale)
+    latent_shape = (x.shape[0], spec.channels, factor * x.shape[-2] // spec.downscale,
+                    factor * x.shape[-1] // spec.downscale)
+
+    def attempt(tile_, overlap_, callback, interrupt):
+        return upscale_image(handle.model, x, space, solver=settings.solver, steps=settings.steps,
+                             seed=settings.seed, noise_step=settings.noise_step, tile=tile_, overlap=overlap_,
+                             batch_indices=batch_indices, callback=callback, interrupt=interrupt)
+
+    out, result = run_model(handle, latent_shape, settings, attempt)
+    check_output(handle, result.latent)
+    out = out[..., : factor * h, : factor * w].movedim(1, -1).contiguous()
+    return out.to(mm.intermediate_device())

@@ -23,6 +23,13 @@ from .common import (
     to_raw_space,
 )
 from .noise_augment import NOISE_STEP_INPUT, SEED_INPUT
+from .pixel_model import (
+    PIXEL_MODEL_NOTE,
+    is_pixel_model,
+    reject_noised_for_pixel_model,
+    require_vae_for_pixel_model,
+    solve_upsampled_in_pixels,
+)
 from .solve import NFE_HELP, SOLVER_CHOICES, SolveSettings, solve_latent
 
 SOLVER_INPUTS = {
@@ -68,8 +75,9 @@ class CFMUpscaleLatent:
     DESCRIPTION = ("Upscales a LATENT with a CFM model: solves the flow from the upsampled (noise-augmented) "
                    "latent to a sharp high-resolution latent in a few steps. Input: PixelSpaceUpsample's output "
                    "(clean, augmented here with seed/noise_step) or NoiseAugment's output. Output: an unscaled "
-                   "LATENT for VAE Decode or a second KSampler pass. The latent must come from the VAE the model "
-                   "was trained for.")
+                   "LATENT for VAE Decode or a second KSampler pass. For a latent model the latent must come from "
+                   "the VAE the model was trained for. With a pixel-space model connect the VAE (optional input) "
+                   "and PixelSpaceUpsample's output (not NoiseAugment's): " + PIXEL_MODEL_NOTE)
     CATEGORY = CATEGORY
     FUNCTION = "upscale"
     RETURN_TYPES = ("LATENT",)
@@ -79,7 +87,8 @@ class CFMUpscaleLatent:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "cfm_model": ("CFM_MODEL", {"tooltip": "A latent CFM model from CFMLoader."}),
+            "cfm_model": ("CFM_MODEL", {"tooltip": "A CFM model from CFMLoader: a latent model, or a pixel-space "
+                                                   "one (then connect the VAE)."}),
             "samples": ("LATENT", {
                 "tooltip": "The upsampled latent: PixelSpaceUpsample's output (already at the target size) or "
                            "NoiseAugment's output."}),
@@ -88,10 +97,18 @@ class CFMUpscaleLatent:
                 **NOISE_STEP_INPUT[1],
                 "tooltip": NOISE_STEP_INPUT[1]["tooltip"] + " Ignored for NoiseAugment outputs (already noised)."}),
             **TILE_INPUTS,
+        }, "optional": {
+            "vae": ("VAE", {"tooltip": "Only for pixel-space CFM models (e.g. the bundled one): the VAE of this "
+                                       "latent, used to decode it and encode the result. " + PIXEL_MODEL_NOTE}),
         }}
 
     def upscale(self, cfm_model, samples: dict, solver: str = "default", steps: int = 0, seed: int = 0,
-                noise_step: int = -1, tile: int = 0, overlap: int = 8):
+                noise_step: int = -1, tile: int = 0, overlap: int = 8, vae=None):
+        if is_pixel_model(cfm_model):
+            require_vae_for_pixel_model(cfm_model, vae, "CFMUpscaleLatent")
+            reject_noised_for_pixel_model(samples)
+            settings = SolveSettings.from_inputs(solver, steps, seed, noise_step, tile, overlap)
+            return (solve_upsampled_in_pixels(cfm_model, vae, samples, settings),)
         require_latent_model(cfm_model.config.latent, cfm_model.name)
         x0, z_up = start_and_context(cfm_model, samples)
         settings = SolveSettings.from_inputs(solver, steps, seed, noise_step, tile, overlap)

@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:
 
 def _purge_comfy_modules() -> None:
     for name in list(sys.modules):
-        if name in ("folder_paths", "comfy", "nodes") or name.startswith(("comfy.", "nodes.")):
+        if name in ("folder_paths", "latent_preview", "comfy", "nodes") or name.startswith(("comfy.", "nodes.")):
             del sys.modules[name]
 
 

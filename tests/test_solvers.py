@@ -126,6 +126,29 @@ def test_callback_once_per_step_with_increasing_t_and_the_state_at_that_t(solver
     assert torch.equal(seen[-1].x, result.x)
 
 
+@pytest.mark.parametrize("solver", sorted(SOLVERS))
+def test_x1_estimate_follows_the_latest_velocity_without_evaluating_the_field(solver):
+    """x̂1 = x_t + (1 − t)·v at the latest evaluation (the preview): exact on a straight path, no extra evaluation."""
+    target = torch.tensor([[2.0, -1.0, 0.5]])
+    x0 = torch.zeros(1, 3)
+    seen: list[tuple[int, torch.Tensor]] = []
+    calls = []
+
+    def straight(x, t):  # the straight path to ``target``: v = (target − x)/(1 − t), with v(·, 1) := target − x
+        calls.append(1)
+        return (target - x) / (1 - t[:, None]).clamp_min(1e-3)
+
+    integrate(straight, x0, solver=solver, steps=4, callback=lambda info: seen.append((info.nfe, info.x1_estimate())))
+    assert seen and len(calls) == seen[-1][0]  # estimates came from evaluations the solver made anyway
+    for _, estimate in seen:
+        torch.testing.assert_close(estimate, target, atol=2e-3, rtol=1e-3)
+    euler: list[StepInfo] = []
+    result = integrate(decay, x0_batch(), solver="euler", steps=3, callback=euler.append)
+    torch.testing.assert_close(euler[-1].x1_estimate(), result.x)  # Euler's last step is its own estimate
+    first = euler[0]
+    torch.testing.assert_close(first.x1_estimate(), first.x + (1 - first.t) * decay(x0_batch(), None))  # v(x0)
+
+
 class Stop(Exception):
     pass
 
