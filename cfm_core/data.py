@@ -1,9 +1,9 @@
 """Training pairs from a folder of images, made as in the paper.
 
 A sample is a random square crop (and random horizontal flip) of a high-res image; its low-res partner is the
-crop downsampled by the model's factor. The model's start point comes from the *bilinear upsample of that low-res
-crop* encoded into the latent space (PSU without the decode, as the official training does), the target from the
-crop itself, both through the posterior mean.
+crop downsampled by the model's factor with a kernel drawn per crop from ``PairSpec.downsample``. The model's
+start point comes from the *bilinear upsample of that low-res crop* encoded into the latent space (PSU without the
+decode, as the official training does), the target from the crop itself, both through the posterior mean.
 
 Every sample is a pure function of (seed, global sample index), so the data order does not depend on how many
 processes share a batch, and a resumed run sees exactly the batches it would have seen.
@@ -31,7 +31,7 @@ from .upsample import make_low_res
 class PairSpec:
     crop: int = 256
     factor: int = 2
-    downsample: str = "bilinear"
+    downsample: tuple[str, ...] = ("bilinear-aa",)  # kernels; each crop draws one (see upsample.DOWNSAMPLE_KERNELS)
 
 
 def scan_images(folder: str | list[str], min_side: int) -> list[str]:
@@ -84,7 +84,9 @@ class PairSource:
         if torch.rand((), generator=gen) < 0.5:
             crop = crop.flip(-1)
         high = crop[None]
-        low = make_low_res(high, self.spec.factor, self.spec.downsample)
+        kernels = self.spec.downsample
+        kernel = kernels[int(torch.randint(len(kernels), (1,), generator=gen))] if len(kernels) > 1 else kernels[0]
+        low = make_low_res(high, self.spec.factor, kernel)
         if self.degradation is not None:
             low = self.degradation.apply(low[0], gen)[None]
         up = F.interpolate(low, scale_factor=self.spec.factor, mode="bilinear", align_corners=False)
@@ -131,7 +133,9 @@ class LatentCache:
 
     def _identity(self) -> dict:
         return {"size": self.size, "seed": self.pairs.seed, "crop": self.pairs.spec.crop,
-                "factor": self.pairs.spec.factor, "space": self.space.spec.to_dict(), "images": len(self.pairs.paths)}
+                "factor": self.pairs.spec.factor, "space": self.space.spec.to_dict(), "images": len(self.pairs.paths),
+                "downsample": list(self.pairs.spec.downsample),
+                "degrade": self.pairs.degradation.to_spec() if self.pairs.degradation else "none"}
 
     def build(self, progress: bool = True) -> None:
         """Encode every missing shard. Finished shards are kept, so an interrupted build resumes."""

@@ -4,13 +4,14 @@ Protocol, per high-res image ``hr``:
   1. centre-crop to ``--crop N`` (square) if given, then centre-crop to a multiple of ``multiple`` = lcm over the
      models of (factor·d, d·UNet stride), d the latent downscale: the low-res image then encodes exactly and the
      UNet needs no padding;
-  2. ``lr = F.interpolate(hr, size/factor, mode=--downsample, antialias=True)`` — the paper makes its low-res
-     inputs with a bilinear downsample; antialiasing (a proper low-pass before decimation) is the sensible choice,
-     otherwise the input aliases and every method is judged on aliasing artefacts; ``area`` is box filtering;
+  2. ``lr = make_low_res(hr, factor, kernel)`` for each kernel of ``--downsample`` (default ``box``: the official
+     code's ``F.interpolate(mode="bilinear")`` without antialiasing, at 2× the 2×2 box average; also
+     ``bilinear-aa``, ``bicubic-aa``, ``lanczos``, ``area``, see :mod:`cfm_core.upsample`). A user's image has no
+     known kernel, so an upscaler is judged on several; every row is reported per kernel and as the mean over them;
   3. optionally degrade ``lr`` (``--degrade SPEC``, :mod:`cfm_core.degrade`, seeded per image);
   4. upscale with each method: bicubic / bilinear ``F.interpolate`` (clamped to [0, 1]) and each model × solver
-     × steps through :func:`cfm_core.pipeline.upscale_image` (seed ``--seed``, batch index = image index, so every
-     image gets its own, reproducible noise);
+     × steps × noise step through :func:`cfm_core.pipeline.upscale_image` (seed ``--seed``, batch index = image
+     index, so every image gets its own, reproducible noise);
   5. PSNR and SSIM per image (:mod:`cfm_core.metrics`), averaged over the images; SWD (Karras et al., ×1e3) over
      the whole set, with the same patch positions for the references and every method; seconds per image (wall
      clock of the upscale call, after one warm-up call per model); NFE per image.
@@ -41,8 +42,10 @@ from .errors import CFMError
 from .metrics import SWD_SCALE, image_descriptors, psnr, pyramid_levels, ssim, swd_from_descriptors
 from .model import CFMModel
 from .solvers import SOLVERS
+from .upsample import DOWNSAMPLE_KERNELS, make_low_res, parse_kernels
 
-DOWNSAMPLE_MODES = ("bilinear", "bicubic", "area")
+DEFAULT_KERNELS = ("box",)  # the paper's (official code's) low-res inputs
+MEAN = "mean"  # the kernel of the rows averaged over the kernels
 BASELINES = ("bicubic", "bilinear", "nearest")
 MIN_SIDE = 16  # SWD's coarsest pyramid level; SSIM needs ≥ 11
 METRICS = (("psnr", "PSNR (dB) ↑"), ("ssim", "SSIM ↑"), ("swd", "SWD ×1e3 ↓"))
@@ -73,10 +76,14 @@ class Row:
     swd_levels: list[float] = field(default_factory=list)  # finest first, ×1e3
     seconds_per_image: float = 0.0
     images: int = 0
+    kernel: str = ""  # how the low-res inputs were made; MEAN for the mean over kernels; "" for the floor
+    noise_step: int | None = None  # models: the noise-augmentation step used
 
     @property
     def label(self) -> str:
-        return f"{self.method} {self.solver}×{self.steps}" if self.kind == "model" else self.method
+        if self.kind != "model":
+            return self.method
+        return f"{self.method} {self.solver}×{self.steps}" + ("" if self.noise_step is None else f" n{self.noise_step}")
 
 
 ModelEntry = tuple[str, CFMModel, Sequence[Setting | tuple]]
@@ -121,13 +128,9 @@ def prepare_high_res(image: torch.Tensor, multiple: int, crop: int | None = None
     return centre_crop(image, h - h % multiple, w - w % multiple)
 
 
-def downsample(hr: torch.Tensor, factor: int, mode: str = "bilinear") -> torch.Tensor:
-    """(3, H, W) → (3, H/f, W/f): antialiased bilinear/bicubic or area (box) filtering, clamped to [0, 1]."""
-    if mode not in DOWNSAMPLE_MODES:
-        raise CFMError(f"downsample mode {mode!r} is unknown; use one of {DOWNSAMPLE_MODES}")
-    size = (hr.shape[-2] // factor, hr.shape[-1] // factor)
-    kwargs = {"antialias": True, "align_corners": False} if mode != "area" else {}
-    return F.interpolate(hr[None].float(), size=size, mode=mode, **kwargs)[0].clamp(0, 1)
+def downsample(hr: torch.Tensor, factor: int, kernel: str = "box") -> torch.Tensor:
+    """(3, H, W) → (3, H/f, W/f) with one of :data:`cfm_core.upsample.DOWNSAMPLE_KERNELS`, clamped to [0, 1]."""
+    return make_low_res(hr[None].float(), factor, kernel)[0].clamp(0, 1)
 
 
 def baseline_upscale(lr: torch.Tensor, factor: int, mode: str) -> torch.Tensor:
@@ -163,16 +166,19 @@ def _timed(fn: Callable[[], tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, in
 
 
 def evaluate_models(images: Sequence[torch.Tensor], models: Sequence[ModelEntry] = (), *,
-                    factor: int | None = None, downsample_mode: str = "bilinear", crop: int | None = None,
-                    seed: int = 0, baselines: Sequence[str] = ("bicubic", "bilinear"),
+                    factor: int | None = None, kernels: str | Sequence[str] = DEFAULT_KERNELS,
+                    crop: int | None = None, seed: int = 0, baselines: Sequence[str] = ("bicubic", "bilinear"),
                     degradation: Degradation | None = None, space=None, device: str | torch.device = "cpu",
-                    tile: int | None = None, swd_patches: int = SWD_PATCHES, noise_step: int | None = None,
+                    tile: int | None = None, swd_patches: int = SWD_PATCHES,
+                    noise_step: int | Sequence[int] | None = None,
                     log: Callable[[str], None] | None = None) -> list[Row]:
     """Evaluate baselines and models on high-res (3, H, W) images in [0, 1] (see the module docstring).
 
     ``models``: (label, model, settings) with settings a list of :class:`Setting` or (solver, steps) tuples.
-    ``space``: the latent space for VAE models (weights-free spaces are built from the model's config).
-    ``noise_step``: noise-augmentation step for every model (default: each model's own).
+    ``kernels``: how the low-res inputs are made; every method is scored per kernel, then (with several) a
+    :data:`MEAN` row per method averages them. ``space``: the latent space for VAE models (weights-free spaces are
+    built from the model's config). ``noise_step``: noise-augmentation step(s) for every model (default: each
+    model's own); several give one row per step.
     """
     if not images:
         raise CFMError("no images to evaluate; pass a folder or files of high-res images")
@@ -186,16 +192,16 @@ def evaluate_models(images: Sequence[torch.Tensor], models: Sequence[ModelEntry]
         raise CFMError(f"baseline {bad[0]!r} is unknown; use some of {BASELINES}")
     log = log or (lambda message: None)
     multiple = crop_multiple([m for _, m, _ in models], factor)
+    kernels = parse_kernels(kernels)
+    noise_steps = list(noise_step) if isinstance(noise_step, Sequence) else [noise_step]
     hrs = [prepare_high_res(img.float().cpu(), multiple, crop) for img in images]
-    lrs = [downsample(hr, factor, downsample_mode) for hr in hrs]
-    if degradation is not None and not degradation.is_identity:
-        lrs = [degradation.apply(lr, torch.Generator().manual_seed(_mix64(seed, i))) for i, lr in enumerate(lrs)]
     levels = pyramid_levels(hrs, MIN_SIDE)
     swd_args = {"levels": levels, "seed": seed, "patches_per_image": swd_patches}
     reference = [image_descriptors(hr, i, **swd_args) for i, hr in enumerate(hrs)]
     rows = [_floor_row(hrs, reference, swd_args, seed, log)]
 
-    def score(method: str, kind: str, setting: Setting, run: Callable[[int, torch.Tensor], tuple]) -> Row:
+    def score(method: str, kind: str, setting: Setting, run: Callable[[int, torch.Tensor], tuple], lrs,
+              kernel: str, noise: int | None = None) -> Row:
         psnrs, ssims, descriptors, nfes, seconds = [], [], [], [], []
         for i, (hr, lr) in enumerate(zip(hrs, lrs)):
             sr, nfe, sec = _timed(lambda i=i, lr=lr: run(i, lr[None].to(device)))
@@ -208,28 +214,57 @@ def evaluate_models(images: Sequence[torch.Tensor], models: Sequence[ModelEntry]
         result = swd_from_descriptors(reference, descriptors, seed=seed)
         n = len(hrs)
         row = Row(method, kind, setting.solver, setting.steps, sum(nfes) / n, sum(psnrs) / n, sum(ssims) / n,
-                  result.average, result.levels, sum(seconds) / n, n)
-        log(f"{row.label}: PSNR {row.psnr:.2f} dB, SSIM {row.ssim:.4f}, SWD {row.swd:.2f}, "
+                  result.average, result.levels, sum(seconds) / n, n, kernel, noise)
+        log(f"[{kernel}] {row.label}: PSNR {row.psnr:.2f} dB, SSIM {row.ssim:.4f}, SWD {row.swd:.2f}, "
             f"{row.seconds_per_image:.3f} s/image")
         return row
 
-    rows += [score(mode, "baseline", Setting(), lambda i, lr, mode=mode: (baseline_upscale(lr, factor, mode), 0))
-             for mode in baselines]
-    for label, model, settings in models:
-        from .pipeline import upscale_image
+    from .pipeline import upscale_image
 
-        model = model.to(device)
-        resolved = _settings(model, settings)
+    per_kernel: list[Row] = []
+    warmed = set()
+    for kernel in kernels:
+        lrs = [downsample(hr, factor, kernel) for hr in hrs]
+        if degradation is not None and not degradation.is_identity:
+            lrs = [degradation.apply(lr, torch.Generator().manual_seed(_mix64(seed, i))) for i, lr in enumerate(lrs)]
+        per_kernel += [score(mode, "baseline", Setting(), lambda i, lr, mode=mode: (baseline_upscale(lr, factor, mode),
+                                                                                    0), lrs, kernel)
+                       for mode in baselines]
+        for label, model, settings in models:
+            model = model.to(device)
+            for noise in noise_steps:
+                noise = model.config.noise_step if noise is None else noise
 
-        def run_model(i: int, lr: torch.Tensor, s: Setting, model=model):
-            out, result = upscale_image(model, lr, space, solver=s.solver, steps=s.steps, seed=seed,
-                                        batch_indices=[i], tile=tile, noise_step=noise_step)
-            return out, result.nfe
+                def run_model(i: int, lr: torch.Tensor, s: Setting, model=model, noise=noise):
+                    out, result = upscale_image(model, lr, space, solver=s.solver, steps=s.steps, seed=seed,
+                                                batch_indices=[i], tile=tile, noise_step=noise)
+                    return out, result.nfe
 
-        run_model(0, lrs[0][None].to(device), Setting("euler", 1))  # warm-up: lazy init is not upscaling time
-        for s in resolved:
-            rows.append(score(label, "model", s, lambda i, lr, s=s, run_model=run_model: run_model(i, lr, s)))
-    return rows
+                if label not in warmed:  # lazy initialisation is not upscaling time
+                    run_model(0, lrs[0][None].to(device), Setting("euler", 1))
+                    warmed.add(label)
+                for s in _settings(model, settings):
+                    per_kernel.append(score(label, "model", s, lambda i, lr, s=s, run=run_model: run(i, lr, s), lrs,
+                                            kernel, noise))
+    return rows + per_kernel + (mean_rows(per_kernel) if len(kernels) > 1 else [])
+
+
+def mean_rows(rows: Sequence[Row]) -> list[Row]:
+    """One :data:`MEAN` row per method (same method, solver, steps and noise step): the average over the kernels."""
+    groups: dict[tuple, list[Row]] = {}
+    for r in rows:
+        groups.setdefault((r.method, r.kind, r.solver, r.steps, r.noise_step), []).append(r)
+    out = []
+    for (method, kind, solver, steps, noise), group in groups.items():
+        n = len(group)
+
+        def avg(name: str, group=group, n=n) -> float:
+            return sum(getattr(r, name) for r in group) / n
+
+        levels = [sum(values) / n for values in zip(*(r.swd_levels for r in group))]
+        out.append(Row(method, kind, solver, steps, avg("nfe"), avg("psnr"), avg("ssim"), avg("swd"), levels,
+                       avg("seconds_per_image"), group[0].images, MEAN, noise))
+    return out
 
 
 def _floor_row(hrs: list[torch.Tensor], reference: list, swd_args: dict, seed: int, log) -> Row:
@@ -244,15 +279,18 @@ def _floor_row(hrs: list[torch.Tensor], reference: list, swd_args: dict, seed: i
 
 def format_table(rows: Sequence[Row]) -> str:
     """A markdown table, one line per method."""
-    lines = [f"| method | solver | steps | NFE | {' | '.join(title for _, title in METRICS)} | s/image |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [f"| low-res made by | method | solver | steps | noise step | NFE | "
+             f"{' | '.join(title for _, title in METRICS)} | s/image |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         solver, steps = (r.solver, str(r.steps)) if r.kind == "model" else ("—", "—")
+        noise = "—" if r.noise_step is None else str(r.noise_step)
         if r.kind == "floor":
-            lines.append(f"| *{r.method}* | — | — | — | — | — | *{r.swd:.2f}* | — |")
+            lines.append(f"| — | *{r.method}* | — | — | — | — | — | — | *{r.swd:.2f}* | — |")
             continue
-        lines.append(f"| {r.method} | {solver} | {steps} | {r.nfe:g} | {r.psnr:.2f} | {r.ssim:.4f} | {r.swd:.2f} | "
-                     f"{r.seconds_per_image:.4f} |")
+        kernel = f"**{r.kernel}**" if r.kernel == MEAN else r.kernel
+        lines.append(f"| {kernel} | {r.method} | {solver} | {steps} | {noise} | {r.nfe:g} | {r.psnr:.2f} | "
+                     f"{r.ssim:.4f} | {r.swd:.2f} | {r.seconds_per_image:.4f} |")
     return "\n".join(lines)
 
 
@@ -341,8 +379,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--factor", type=int, choices=(2, 4), default=None,
                         help="upscale factor (default: the models', else 2)")
     parser.add_argument("--crop", type=int, default=None, help="centre-crop every high-res image to N×N first")
-    parser.add_argument("--downsample", choices=DOWNSAMPLE_MODES, default="bilinear",
-                        help="how the low-res input is made (antialiased; default bilinear, as in the paper)")
+    parser.add_argument("--downsample", nargs="+", default=list(DEFAULT_KERNELS), metavar="KERNEL",
+                        help="how the low-res inputs are made: one or more of "
+                             f"{', '.join(DOWNSAMPLE_KERNELS)}; several are reported each and as their mean "
+                             "(default box, the paper's: the official code's non-antialiased bilinear)")
     parser.add_argument("--degrade", default=None, metavar="SPEC",
                         help="degrade the low-res inputs, e.g. 'blur=0.2-1.5,noise=0-0.03,jpeg=60-95,resize=random'")
     parser.add_argument("--baselines", nargs="*", choices=BASELINES, default=["bicubic", "bilinear"],
@@ -352,14 +392,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     parser.add_argument("--vae", default=None, help="VAE (file or diffusers folder) for VAE-latent models")
     parser.add_argument("--tile", type=int, default=None, help="tile the velocity network (latent pixels)")
-    parser.add_argument("--noise-step", type=int, default=None, metavar="N",
-                        help="noise-augmentation step in [0, 999] for every model (default: each model's own)")
+    parser.add_argument("--noise-step", type=int, nargs="+", default=None, metavar="N",
+                        help="noise-augmentation step(s) in [0, 999] for every model, one row per step (default: "
+                             "each model's own)")
     parser.add_argument("--max-images", type=int, default=None, help="use only the first N images (sorted)")
     parser.add_argument("--swd-patches", type=int, default=SWD_PATCHES,
                         help=f"7×7 patches per image and pyramid level (default {SWD_PATCHES}; fewer is faster but "
                              "noisier: compare against the sampling-floor row)")
     parser.add_argument("--out-json", default=None, help="write the results here (atomically)")
     parser.add_argument("--plots", default=None, metavar="DIR", help="write metric-vs-NFE/time plots here")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out-json file or plots")
 
 
 def load_eval_images(inputs: Sequence[str], crop: int | None, multiple: int, max_images: int | None = None,
@@ -372,6 +414,8 @@ def load_eval_images(inputs: Sequence[str], crop: int | None, multiple: int, max
     if not paths:
         raise CFMError(f"no images found in {', '.join(inputs)}; pass a folder or files of .png/.jpg images")
     if max_images is not None:
+        if max_images < 1:
+            raise CFMError(f"max_images={max_images} must be ≥ 1 (None for every image)")
         paths = paths[:max_images]
     images, kept, skipped = [], [], {"unreadable": 0, "too_small": 0}
     for path in paths:
@@ -404,8 +448,11 @@ def run(args: argparse.Namespace) -> int:
         raise CFMError(f"--crop {args.crop} is too small; use at least {MIN_SIDE}")
     if args.swd_patches < 1:
         raise CFMError(f"--swd-patches {args.swd_patches} must be positive")
-    if args.noise_step is not None and not 0 <= args.noise_step <= 999:
-        raise CFMError(f"--noise-step {args.noise_step} is outside [0, 999]; omit it to use each model's own")
+    check_outputs(args)
+    for n in args.noise_step or []:
+        if not 0 <= n <= 999:
+            raise CFMError(f"--noise-step {n} is outside [0, 999]; omit it to use each model's own")
+    kernels = parse_kernels(args.downsample)
     degradation = Degradation.parse(args.degrade) if args.degrade else None
     dtype = getattr(torch, args.dtype)
     models = [(path, load_model(path, args.device, dtype)) for path in args.model]
@@ -424,14 +471,14 @@ def run(args: argparse.Namespace) -> int:
 
     images, paths, skipped = load_eval_images(args.inputs, args.crop, multiple, args.max_images, warn)
     rows = evaluate_models(images, [(label, m, settings) for label, (_, m) in zip(labels, models)], factor=factor,
-                           downsample_mode=args.downsample, crop=args.crop, seed=args.seed,
+                           kernels=kernels, crop=args.crop, seed=args.seed,
                            baselines=args.baselines, degradation=degradation, space=space, device=args.device,
                            tile=args.tile, swd_patches=args.swd_patches, noise_step=args.noise_step, log=warn)
     print(format_table(rows))
     if args.out_json:
         write_json(args.out_json, rows, {
             "images": paths, "skipped": skipped, "factor": factor, "crop": args.crop, "multiple": multiple,
-            "downsample": f"{args.downsample} (antialias)" if args.downsample != "area" else "area",
+            "downsample": list(kernels),
             "degrade": degradation.to_spec() if degradation else None, "seed": args.seed,
             "noise_step": args.noise_step,
             "models": {label: path for label, (path, _) in zip(labels, models)}, "device": args.device,
@@ -443,6 +490,31 @@ def run(args: argparse.Namespace) -> int:
         for path in plot_rows(rows, args.plots):
             warn(f"wrote {path}")
     return 0
+
+
+PLOT_FILES = ("metrics_vs_nfe.png", "metrics_vs_time.png")
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Flags and output paths checked before the work (an evaluation can take hours), not when writing."""
+    from .checkpoint import check_destination
+    from .cli_upscale import check_writable
+    from .devices import resolve_device
+
+    if args.max_images is not None and args.max_images < 1:
+        raise CFMError(f"--max-images {args.max_images} must be ≥ 1 (omit it to use every image)")
+    if args.tile is not None and args.tile < 0:
+        raise CFMError(f"--tile {args.tile} must be ≥ 0")
+    resolve_device(args.device)
+    if args.out_json:
+        check_destination(args.out_json, overwrite=args.overwrite, inputs=tuple(args.model), what="--out-json")
+        check_writable(os.path.dirname(os.path.abspath(args.out_json)))
+    if args.plots:
+        if os.path.exists(args.plots) and not os.path.isdir(args.plots):
+            raise CFMError(f"--plots {args.plots!r} is a file; pass a folder for the plots")
+        for name in PLOT_FILES:
+            check_destination(os.path.join(args.plots, name), overwrite=args.overwrite, what="plot")
+        check_writable(os.path.abspath(args.plots))
 
 
 def _labels(paths: Sequence[str]) -> list[str]:

@@ -33,6 +33,7 @@ from .errors import CFMError
 from .model import CFMConfig, CFMModel
 from .path import OBJECTIVES, PREDICTIONS, WEIGHTINGS, training_loss
 from .unet import PRESETS, preset
+from .upsample import DOWNSAMPLE_KERNELS, parse_kernels
 
 STATE_FILE = "train_state.pt"
 MODEL_FILE = "model.safetensors"
@@ -44,8 +45,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data", nargs="+", required=True, help="folder(s), files or globs of training images")
     g.add_argument("--crop", type=int, default=128, help="square high-res crop size in pixels (default 128)")
     g.add_argument("--factor", type=int, default=2, choices=(2, 4), help="upscale factor (default 2)")
-    g.add_argument("--downsample", default="bilinear", choices=("bilinear", "bicubic", "area"),
-                   help="how low-res inputs are made from the crops (default bilinear, antialiased)")
+    g.add_argument("--downsample", nargs="+", default=["bilinear-aa"], metavar="KERNEL",
+                   help="how low-res inputs are made from the crops: one kernel, or several (space or comma "
+                        f"separated) of which each crop draws one; {', '.join(DOWNSAMPLE_KERNELS)} (default "
+                        "bilinear-aa)")
     g.add_argument("--degrade", default=None,
                    help="low-res degradations for real-world SR, e.g. 'blur=0.2-1.5,noise=0-0.03,jpeg=60-95'")
     g.add_argument("--cache-dir", default=None, help="latent cache folder for VAE spaces (default OUT/cache)")
@@ -349,7 +352,7 @@ class Trainer:
 
     def _data(self):
         a = self.args
-        spec = PairSpec(crop=a.crop, factor=a.factor, downsample=a.downsample)
+        spec = PairSpec(crop=a.crop, factor=a.factor, downsample=parse_kernels(a.downsample))
         degradation = None
         if a.degrade:
             from .degrade import Degradation
@@ -421,7 +424,8 @@ class Trainer:
         a = self.args
         return {"steps": self.step, "global_batch": a.batch_size * a.grad_accum * self.world, "lr": a.lr,
                 "lr_schedule": a.lr_schedule, "decay_from": a.decay_from, "objective": a.objective,
-                "weighting": a.weighting, "crop": a.crop, "images": self.num_images, "seed": a.seed,
+                "weighting": a.weighting, "crop": a.crop, "downsample": ",".join(parse_kernels(a.downsample)),
+                "degrade": a.degrade, "images": self.num_images, "seed": a.seed,
                 "init_from": a.init_from,
                 "seconds": round(elapsed, 1), "final_loss": round(last_loss, 6), "precision": self.precision,
                 "processes": self.world, "device": str(self.device), "machine": platform.processor() or

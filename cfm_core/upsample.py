@@ -6,6 +6,9 @@ that skip the autoencoder.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -23,21 +26,52 @@ def resize_pixels(pixels: torch.Tensor, factor: float, mode: str = "bilinear") -
     return F.interpolate(pixels, size=size, mode=mode)
 
 
-def make_low_res(high_res: torch.Tensor, factor: int = 2, method: str = "bilinear") -> torch.Tensor:
-    """The training/evaluation degradation: downsample (B, C, H, W) by ``factor``.
+# How a low-res image can have been made from its high-res original. ``box`` is what the official code does
+# (``F.interpolate(mode="bilinear")`` without antialiasing: at 2× exactly the 2×2 box average); ``area`` is the
+# f×f box at every factor; ``bilinear-aa``/``bicubic-aa`` are torch's antialiased resizes; ``lanczos`` is PIL's.
+DOWNSAMPLE_KERNELS = ("box", "bilinear-aa", "bicubic-aa", "lanczos", "area")
+KERNEL_ALIASES = {"bilinear": "bilinear-aa", "bicubic": "bicubic-aa"}  # the names of releases before kernel lists
 
-    ``bilinear`` (the paper's choice) uses antialiasing so that factors above 2 do not alias; at exactly 2× a
-    plain bilinear downsample would be a 2×2 average. ``area`` is the 2×2 (f×f) box average.
-    """
+
+def parse_kernels(value: str | Sequence[str], what: str = "--downsample") -> tuple[str, ...]:
+    """``"box,lanczos"`` or ``["box", "lanczos"]`` → canonical kernel names; CFMError names an unknown one."""
+    parts = value.split(",") if isinstance(value, str) else [p for v in value for p in v.split(",")]
+    kernels = []
+    for part in (p.strip() for p in parts):
+        kernel = KERNEL_ALIASES.get(part, part)
+        if kernel not in DOWNSAMPLE_KERNELS:
+            raise CFMError(f"{what} {part!r} is unknown; use one or more of {', '.join(DOWNSAMPLE_KERNELS)}")
+        if kernel not in kernels:
+            kernels.append(kernel)
+    if not kernels:
+        raise CFMError(f"{what} is empty; use one or more of {', '.join(DOWNSAMPLE_KERNELS)}")
+    return tuple(kernels)
+
+
+def _lanczos(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """PIL's Lanczos (a = 3, antialiased) on each float channel: no 8-bit rounding on the way."""
+    from PIL import Image
+
+    flat = images.detach().float().cpu().reshape(-1, *images.shape[-2:])
+    out = [torch.from_numpy(np.array(Image.fromarray(c.numpy()).resize(size[::-1], Image.LANCZOS)))
+           for c in flat]
+    return torch.stack(out).reshape(*images.shape[:-2], *size).to(images.device, images.dtype)
+
+
+def make_low_res(high_res: torch.Tensor, factor: int = 2, kernel: str = "box") -> torch.Tensor:
+    """The training/evaluation degradation: downsample (B, C, H, W) by ``factor`` with one of DOWNSAMPLE_KERNELS."""
     h, w = high_res.shape[-2:]
     if h % factor or w % factor:
         raise CFMError(f"image size {w}×{h} is not a multiple of the factor {factor}")
+    (kernel,) = parse_kernels([kernel], "downsample kernel")
     size = (h // factor, w // factor)
-    if method == "area":
+    if kernel == "box":
+        return F.interpolate(high_res, size=size, mode="bilinear", align_corners=False)
+    if kernel == "area":
         return F.interpolate(high_res, size=size, mode="area")
-    if method in ("bilinear", "bicubic"):
-        return F.interpolate(high_res, size=size, mode=method, align_corners=False, antialias=True)
-    raise CFMError(f"downsample method {method!r} is unknown; use bilinear, bicubic or area")
+    if kernel == "lanczos":
+        return _lanczos(high_res, size)
+    return F.interpolate(high_res, size=size, mode=kernel[:-3], align_corners=False, antialias=True)
 
 
 def pixel_space_upsample(z: torch.Tensor, space: LatentSpace, factor: int = 2,

@@ -1,10 +1,15 @@
 """Apply the bundled model's selection rule to `cfm_core evaluate --out-json` results (validation images only).
 
-usage: python scripts/choose_inference_setting.py RESULT.json [RESULT.json ...] [--baseline bicubic]
+usage: python scripts/choose_inference_setting.py RESULT.json [...] [--baseline bicubic] [--min-gain DB]
+                                                   [--flat FLAT.json ... --flat-tolerance DB]
 
-Rule (fixed before the candidates are evaluated, see the README): among every (model, solver, steps, noise step)
-row whose mean PSNR is at least the baseline's, take the one with the lowest mean SWD. All rows are printed,
-lowest SWD first, so the choice can be checked by eye. Exit status 1 when no row reaches the baseline's PSNR.
+Rule (fixed before the candidates are evaluated; docs/round5-selection-rule.md): a (model, solver, steps, noise
+step) setting is eligible when, on *every* downsampling kernel the files hold, its mean PSNR is at least the
+baseline's + ``--min-gain`` dB, and — with ``--flat`` — on every kernel of the flat images' files its PSNR is at
+least the baseline's − ``--flat-tolerance`` dB. Among the eligible settings the one with the lowest SWD averaged over
+the kernels wins. All settings are printed, lowest SWD first, with their worst-kernel margin, so the choice can be
+checked by eye. Exit status 1 when no setting is eligible. Files written before kernels were lists (one kernel,
+no per-row kernel) are read as one kernel; with ``--min-gain 0`` and no ``--flat`` this is the round-3/4 rule.
 """
 import argparse
 import json
@@ -12,64 +17,99 @@ import math
 import sys
 from dataclasses import dataclass
 
+Key = tuple[str, str, int, "int | None"]  # model, solver, steps, noise step
+
 
 @dataclass(frozen=True)
 class Setting:
     model: str
     solver: str
     steps: int
-    noise_step: int | None  # None: each model's own
-    psnr: float
-    swd: float
+    noise_step: int | None  # None: each model's own (old files)
+    psnr: float  # mean over kernels
+    swd: float  # mean over kernels
+    margin: float  # min over kernels of PSNR − (baseline PSNR + min gain); ≥ 0 passes
+    flat_margin: float = math.inf  # min over the flat files' kernels of PSNR − (baseline − tolerance)
+
+    @property
+    def eligible(self) -> bool:
+        return self.margin >= 0 and self.flat_margin >= 0 and not math.isnan(self.swd)
 
     def __str__(self) -> str:
         noise = "the model's own noise step" if self.noise_step is None else f"noise step {self.noise_step}"
-        return f"{self.model} {self.solver}×{self.steps} {noise}: PSNR {self.psnr:.2f} dB, SWD {self.swd:.2f}"
+        flat = "" if self.flat_margin == math.inf else f", flat margin {self.flat_margin:+.2f}"
+        return (f"{self.model} {self.solver}×{self.steps} {noise}: PSNR {self.psnr:.2f} dB, SWD {self.swd:.2f}, "
+                f"worst-kernel margin {self.margin:+.2f} dB{flat}")
 
 
-def read_results(paths: list[str], baseline: str) -> tuple[list[Setting], float]:
-    """Model rows of all files, and the baseline's PSNR (which must be the same in every file)."""
-    settings, baseline_psnr = [], set()
+def read_rows(paths: list[str], baseline: str) -> tuple[dict[Key, dict[str, tuple[float, float]]], dict[str, float]]:
+    """Per setting, {kernel: (PSNR, SWD)}; and the baseline's PSNR per kernel (which must agree across files)."""
+    models: dict[Key, dict[str, tuple[float, float]]] = {}
+    base: dict[str, set[float]] = {}
     for path in paths:
         with open(path, encoding="utf-8") as f:
             result = json.load(f)
-        noise_step = result["settings"].get("noise_step")
+        file_noise = result["settings"].get("noise_step")
         for row in result["rows"]:
+            kernel = row.get("kernel", "")
+            if kernel == "mean":
+                continue  # recomputed here from the per-kernel rows
             if row["kind"] == "model":
-                settings.append(Setting(row["method"], row["solver"], row["steps"], noise_step,
-                                        float(row["psnr"]), float(row["swd"])))
+                noise = row.get("noise_step", file_noise)
+                key = (row["method"], row["solver"], row["steps"], noise)
+                models.setdefault(key, {})[kernel] = (float(row["psnr"]), float(row["swd"]))
             elif row["method"] == baseline:
-                baseline_psnr.add(round(float(row["psnr"]), 6))
-    if len(baseline_psnr) != 1:
-        raise ValueError(f"--baseline {baseline}: found {len(baseline_psnr)} different PSNRs in the files "
-                         "(0 = not evaluated; several = different images): evaluate with --baselines "
-                         f"{baseline} on the same images")
-    return settings, baseline_psnr.pop()
+                base.setdefault(kernel, set()).add(round(float(row["psnr"]), 6))
+    if not base or any(len(v) != 1 for v in base.values()):
+        raise ValueError(f"--baseline {baseline}: not found, or different PSNRs for one kernel in the files "
+                         f"({', '.join(paths)}): evaluate with --baselines {baseline} on the same images")
+    return models, {k: v.pop() for k, v in base.items()}
 
 
-def choose(settings: list[Setting], baseline_psnr: float) -> Setting | None:
-    """Lowest SWD among the settings with PSNR ≥ the baseline's; None when there is none."""
-    eligible = [s for s in settings if s.psnr >= baseline_psnr and not math.isnan(s.swd)]
-    return min(eligible, key=lambda s: s.swd, default=None)
+def settings_from(paths: list[str], baseline: str, min_gain: float = 0.0, flat: list[str] | None = None,
+                  flat_tolerance: float = 0.2) -> list[Setting]:
+    models, base = read_rows(paths, baseline)
+    flat_models, flat_base = read_rows(flat, baseline) if flat else ({}, {})
+    out = []
+    for key, by_kernel in models.items():
+        if set(by_kernel) != set(base):
+            raise ValueError(f"{key[0]} {key[1]}×{key[2]} noise {key[3]}: kernels {sorted(by_kernel)} but the "
+                             f"baseline has {sorted(base)}")
+        margin = min(by_kernel[k][0] - base[k] - min_gain for k in base)
+        flat_margin = math.inf
+        if flat:
+            if key not in flat_models:
+                raise ValueError(f"{key[0]} {key[1]}×{key[2]} noise {key[3]} is missing from the --flat files")
+            flat_margin = min(flat_models[key][k][0] - flat_base[k] + flat_tolerance for k in flat_base)
+        n = len(by_kernel)
+        out.append(Setting(*key, sum(p for p, _ in by_kernel.values()) / n, sum(s for _, s in by_kernel.values()) / n,
+                           margin, flat_margin))
+    return out
+
+
+def choose(settings: list[Setting]) -> Setting | None:
+    """Lowest mean SWD among the eligible settings; None when there is none."""
+    return min((s for s in settings if s.eligible), key=lambda s: s.swd, default=None)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("results", nargs="+", help="JSON files written by `python -m cfm_core evaluate --out-json`")
-    p.add_argument("--baseline", default="bicubic", help="the plain resize whose PSNR must be reached")
+    p.add_argument("--baseline", default="bicubic", help="the plain resize to beat (default bicubic)")
+    p.add_argument("--min-gain", type=float, default=0.0, help="dB over the baseline needed on every kernel")
+    p.add_argument("--flat", nargs="+", default=None, help="evaluate JSON files of flat images (same settings)")
+    p.add_argument("--flat-tolerance", type=float, default=0.2, help="dB the flat images may lose (default 0.2)")
     a = p.parse_args(argv)
     try:
-        settings, baseline_psnr = read_results(a.results, a.baseline)
+        settings = settings_from(a.results, a.baseline, a.min_gain, a.flat, a.flat_tolerance)
     except (OSError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{a.baseline}: PSNR {baseline_psnr:.2f} dB")
     for s in sorted(settings, key=lambda s: s.swd):
-        mark = "" if s.psnr >= baseline_psnr else f"  (below {a.baseline})"
-        print(f"{s}{mark}")
-    chosen = choose(settings, baseline_psnr)
+        print(f"{s}{'' if s.eligible else '  (not eligible)'}")
+    chosen = choose(settings)
     if chosen is None:
-        print(f"chosen: none — no setting reaches {a.baseline}'s PSNR")
+        print("chosen: none — no setting is eligible")
         return 1
     print(f"chosen: {chosen}")
     return 0

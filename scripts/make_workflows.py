@@ -47,6 +47,18 @@ SD15_CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"
 CFM_SD15 = "cfm-sd15-2x.safetensors"
 BUNDLED = "(bundled) cfm-pixel-2x"
 LCM_LORA = "lcm_lora_sd15.safetensors"
+# What the frontend's missing-models dialog reads: node ``properties.models`` entries (name, url, directory) whose
+# name is one of the node's widget values (frontend 1.27.10, src/utils/modelMetadataUtil.ts + scripts/app.ts).
+# Its schema requires a URL; downloads are offered only from huggingface.co/civitai.com, other URLs are listed
+# with their address. The bundled model has no entry: it ships with the pack and is always listed.
+SD15_CHECKPOINT_FILE = {"name": SD15_CHECKPOINT, "directory": "checkpoints",
+                        "url": "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/"
+                               "v1-5-pruned-emaonly-fp16.safetensors"}
+LCM_LORA_FILE = {"name": LCM_LORA, "directory": "loras",
+                 "url": "https://huggingface.co/latent-consistency/lcm-lora-sdv1-5/resolve/main/"
+                        "pytorch_lora_weights.safetensors"}
+CFM_SD15_FILE = {"name": CFM_SD15, "directory": "cfm",  # no download exists: the link says how to train it
+                 "url": "https://github.com/cfm-boost/cfm-boost/blob/main/workflows/README.md#the-cfm-model-for-sd15"}
 POSITIVE = ("a photograph of an espresso cup on a wooden cafe table, latte art, soft window light, shallow depth "
             "of field, highly detailed")
 NEGATIVE = "blurry, lowres, jpeg artifacts, watermark, text"
@@ -67,6 +79,7 @@ class Node:
     title: str | None = None
     size: tuple[int, int] | None = None
     models: list[str] = field(default_factory=list)  # model files this node expects (API twin's _meta)
+    files: list[dict] = field(default_factory=list)  # the same for the frontend: properties.models entries
 
 
 @dataclass
@@ -114,22 +127,178 @@ def sd15_base(first_id: int, steps: int, cfg: float, sampler: str, scheduler: st
 
 def checkpoint_loader(pos=(20, 40)) -> Node:
     return Node(1, "CheckpointLoaderSimple", pos, {"ckpt_name": SD15_CHECKPOINT}, size=(330, 98),
-                models=[f"models/checkpoints/{SD15_CHECKPOINT} (any SD1.5 checkpoint)"])
+                models=[f"models/checkpoints/{SD15_CHECKPOINT} (any SD1.5 checkpoint)"], files=[SD15_CHECKPOINT_FILE])
 
 
-def cfm_loader(node_id: int, pos: tuple[int, int], model: str = CFM_SD15) -> Node:
-    expects = "bundled with the pack (no download)" if model == BUNDLED else f"models/cfm/{model}"
+def cfm_loader(node_id: int, pos: tuple[int, int], model: str = BUNDLED) -> Node:
+    if model == BUNDLED:
+        return Node(node_id, "CFMLoader", pos, {"model_name": model, "dtype": "auto"}, size=(330, 102),
+                    models=["bundled with the pack (no download)"])
     return Node(node_id, "CFMLoader", pos, {"model_name": model, "dtype": "auto"}, size=(330, 102),
-                models=[expects])
+                models=[f"models/cfm/{model} (train it: see workflows/README.md)"], files=[CFM_SD15_FILE])
+
+
+BOOST_DEFAULTS = {"solver": "default", "steps": 0, "seed": 0, "noise_step": -1, "resize_method": "bilinear",
+                  "tile": 0, "overlap": 8, "vae_tiling": "auto", "vae_tile_size": 512}
+BUNDLED_COST = ("The bundled model works on pixels, so CFM Boost decodes the latent with the checkpoint's VAE, "
+                "upscales the image and encodes it again (any SD1.5 VAE works). It is a small demonstration model "
+                "(+2 dB over bicubic on photos); a latent model trained for your VAE (see the `needs_training_` "
+                "templates) skips the VAE round trip.")
+
+
+def bundled_models() -> list[str]:
+    return [f"models/checkpoints/{SD15_CHECKPOINT} — any SD1.5 checkpoint (choose yours in Load Checkpoint)",
+            "(bundled) cfm-pixel-2x — ships with the pack, nothing to download"]
 
 
 def sd15_txt2img_cfm_1024() -> Workflow:
-    models = [f"models/checkpoints/{SD15_CHECKPOINT} — any SD1.5 checkpoint (choose yours in Load Checkpoint)",
-              f"models/cfm/{CFM_SD15} — a CFM 2× model for the SD1.5 VAE"]
+    models = bundled_models()
     text = f"""## SD1.5 txt2img → CFM Boost → 1024²
 
-KSampler makes a 512² latent; **CFM Boost** upscales it 2× in latent space (pixel-space upsampling through the
-VAE, noise augmentation, a few ODE steps of the Coupling Flow Matching model); VAE Decode shows the 1024² image.
+Runs as shipped: any SD1.5 checkpoint plus the CFM model bundled with the pack. KSampler makes a 512² latent;
+**CFM Boost** upscales it 2× (noise augmentation and a few ODE steps of the Coupling Flow Matching model); VAE
+Decode shows the 1024² image.
+
+**Model files**
+{models_markdown(models)}
+
+{BUNDLED_COST}
+
+Solver/steps `default`/`0` use the model's own settings. With previews on (ComfyUI's `--preview-method auto`) the
+node shows its current estimate at every ODE step."""
+    nodes = [
+        checkpoint_loader(),
+        *sd15_base(2, steps=20, cfg=7.0, sampler="dpmpp_2m", scheduler="karras", model_from=(1, 0), seed=42),
+        cfm_loader(6, (1230, 400)),
+        Node(7, "CFMBoost", (1230, 40), dict(BOOST_DEFAULTS),
+             {"samples": (5, 0), "vae": (1, 2), "cfm_model": (6, 0)}, size=(315, 314)),
+        Node(8, "VAEDecode", (1610, 40), links={"samples": (7, 0), "vae": (1, 2)}, size=(210, 46)),
+        Node(9, "SaveImage", (1610, 140), {"filename_prefix": "cfm-boost/sd15_txt2img_cfm_1024"},
+             {"images": (8, 0)}, size=(420, 460)),
+        note(10, (20, 200), (350, 560), text),
+    ]
+    groups = [Group("1 · SD1.5 base image, 512²", BASE_GROUP), Group("2 · CFM Boost ×2 → 1024²", (1210, -30, 355, 560))]
+    return Workflow("sd15_txt2img_cfm_1024", "SD1.5 txt2img 512² + CFM Boost (bundled model) → 1024²", models,
+                    nodes, groups)
+
+
+def sd15_hires_fix_cfm() -> Workflow:
+    models = bundled_models()
+    text = f"""## Hires fix with CFM Boost: 512² → 1024² → second KSampler
+
+Runs as shipped. The classic *hires fix*, with **CFM Boost** as the upscaler: KSampler makes a 512² latent, CFM
+Boost upscales it 2× (sharper than a latent resize, so the second pass needs less denoise), and a second
+KSampler at 1024² with **denoise 0.5** adds detail in the checkpoint's own style. VAE Decode shows the result.
+
+**Model files**
+{models_markdown(models)}
+
+{BUNDLED_COST}
+
+Lower the second KSampler's denoise (0.3–0.4) to stay closer to the upscaled image, raise it for more new detail."""
+    nodes = [
+        checkpoint_loader(),
+        *sd15_base(2, steps=20, cfg=7.0, sampler="dpmpp_2m", scheduler="karras", model_from=(1, 0), seed=42),
+        cfm_loader(6, (1230, 400)),
+        Node(7, "CFMBoost", (1230, 40), dict(BOOST_DEFAULTS),
+             {"samples": (5, 0), "vae": (1, 2), "cfm_model": (6, 0)}, size=(315, 314)),
+        Node(8, "KSampler", (1590, 40),
+             {"seed": 43, "steps": 12, "cfg": 7.0, "sampler_name": "dpmpp_2m", "scheduler": "karras",
+              "denoise": 0.5},
+             {"model": (1, 0), "positive": (2, 0), "negative": (3, 0), "latent_image": (7, 0)},
+             title="KSampler 1024² (hires pass, denoise 0.5)", size=(315, 262)),
+        Node(9, "VAEDecode", (1950, 40), links={"samples": (8, 0), "vae": (1, 2)}, size=(210, 46)),
+        Node(10, "SaveImage", (1950, 140), {"filename_prefix": "cfm-boost/sd15_hires_fix_cfm"},
+             {"images": (9, 0)}, size=(420, 460)),
+        note(11, (20, 200), (350, 560), text),
+    ]
+    groups = [Group("1 · SD1.5 base image, 512²", BASE_GROUP),
+              Group("2 · CFM Boost ×2, then a 1024² pass at denoise 0.5", (1210, -30, 715, 560))]
+    return Workflow("sd15_hires_fix_cfm", "SD1.5 512² → CFM Boost (bundled) → KSampler 1024² denoise 0.5", models,
+                    nodes, groups, view=(0.6, 20, 60))
+
+
+def cascade_2048() -> Workflow:
+    models = bundled_models()
+    text = f"""## Cascade 512² → 1024² → 2048²
+
+Runs as shipped. Two CFM Boost stages with the same bundled 2× model. The second stage works on a 2048² image, so
+it solves the ODE in **256×256 model-latent tiles** (the bundled model's latent is half the pixel size; overlap 8,
+blended at every step: no seams) and decodes/encodes through the VAE in 1024 px tiles; the final decode is
+**VAE Decode (Tiled)**. Lower the tile sizes if you run out of memory.
+
+**Model files**
+{models_markdown(models)}
+
+{BUNDLED_COST}"""
+    nodes = [
+        checkpoint_loader(),
+        *sd15_base(2, steps=20, cfg=7.0, sampler="dpmpp_2m", scheduler="karras", model_from=(1, 0), seed=42),
+        cfm_loader(6, (1230, 400)),
+        Node(7, "CFMBoost", (1230, 40), dict(BOOST_DEFAULTS),
+             {"samples": (5, 0), "vae": (1, 2), "cfm_model": (6, 0)}, title="CFM Boost 512² → 1024²",
+             size=(315, 314)),
+        Node(8, "CFMBoost", (1590, 40),
+             {**BOOST_DEFAULTS, "seed": 1, "tile": 256, "vae_tiling": "always", "vae_tile_size": 1024},
+             {"samples": (7, 0), "vae": (1, 2), "cfm_model": (6, 0)}, title="CFM Boost 1024² → 2048² (tiled)",
+             size=(315, 314)),
+        Node(9, "VAEDecodeTiled", (1970, 40),
+             {"tile_size": 1024, "overlap": 64, "temporal_size": 64, "temporal_overlap": 8},
+             {"samples": (8, 0), "vae": (1, 2)}, size=(315, 150)),
+        Node(10, "SaveImage", (1970, 240), {"filename_prefix": "cfm-boost/cascade_2048"}, {"images": (9, 0)},
+             size=(420, 460)),
+        note(11, (20, 200), (350, 560), text),
+    ]
+    groups = [Group("1 · SD1.5 base image, 512²", BASE_GROUP),
+              Group("2 · two CFM stages ×2 ×2 → 2048²", (1210, -30, 715, 560))]
+    return Workflow("cascade_2048", "SD1.5 512² → CFM 1024² → CFM 2048² (bundled model, tiles, tiled VAE)",
+                    models, nodes, groups, view=(0.6, 20, 60))
+
+
+def image_upscale_4x() -> Workflow:
+    models = ["(bundled) cfm-pixel-2x — ships with the pack, nothing to download",
+              "input/example.png — the sample image ComfyUI ships in its input folder (any image works)"]
+    text = f"""## Upscale an image 4× with the bundled model (two 2× stages)
+
+**Load Image → CFM Upscale Image → CFM Upscale Image → Save Image.** Runs as shipped: the bundled pixel-space CFM
+model needs no VAE and no download. Each stage doubles the size (the second with seed 1 and 256×256 model-latent
+tiles, so big images fit in memory) — what `cfm-boost upscale --scale 4` does on the command line. `example.png`
+comes with ComfyUI; pick or upload any image (the pack's `assets/coffee.png` is an exact 2× downscale of a photo).
+Delete the second stage for 2×. Latent CFM models also work here when you connect their VAE.
+
+**Model files**
+{models_markdown(models)}"""
+    stage = {"solver": "default", "steps": 0, "noise_step": -1, "overlap": 8}
+    nodes = [
+        Node(1, "LoadImage", (400, 40), {"image": "example.png"}, size=(330, 360),
+             models=["input/example.png (ships with ComfyUI; any image works)"]),
+        cfm_loader(2, (400, 440)),
+        Node(3, "CFMUpscaleImage", (780, 40), {**stage, "seed": 0, "tile": 0},
+             {"image": (1, 0), "cfm_model": (2, 0)}, title="CFM Upscale Image ×2", size=(315, 242)),
+        Node(4, "CFMUpscaleImage", (780, 330), {**stage, "seed": 1, "tile": 256},
+             {"image": (3, 0), "cfm_model": (2, 0)}, title="CFM Upscale Image ×2 (→ ×4, tiled)", size=(315, 242)),
+        Node(5, "SaveImage", (1140, 40), {"filename_prefix": "cfm-boost/image_x4"}, {"images": (4, 0)},
+             size=(420, 460)),
+        note(6, (20, 40), (350, 470), text),
+    ]
+    return Workflow("image_upscale_4x", "LoadImage → CFMUpscaleImage ×2 → CFMUpscaleImage ×2 → SaveImage (bundled)",
+                    models, nodes, view=(0.9, 40, 60))
+
+
+TRAINED_HEADER = ("**Needs a model you train first** (no CFM weights for SD1.5 exist anywhere): until "
+                  f"`models/cfm/{CFM_SD15}` exists, Queue stops at CFM Loader. The `sd15_…` templates run with the "
+                  "bundled model instead.")
+
+
+def needs_training_sd15_txt2img_1024() -> Workflow:
+    models = [f"models/checkpoints/{SD15_CHECKPOINT} — any SD1.5 checkpoint (choose yours in Load Checkpoint)",
+              f"models/cfm/{CFM_SD15} — a CFM 2× model for the SD1.5 VAE, trained by you"]
+    text = f"""## SD1.5 txt2img → CFM Boost with a latent model → 1024²
+
+{TRAINED_HEADER}
+
+KSampler makes a 512² latent; **CFM Boost** upscales it 2× in the VAE's latent space (pixel-space upsampling
+through the VAE, noise augmentation, a few ODE steps of the latent CFM model); VAE Decode shows the 1024² image.
 
 **Model files**
 {models_markdown(models)}
@@ -137,30 +306,32 @@ VAE, noise augmentation, a few ODE steps of the Coupling Flow Matching model); V
 {TRAIN_HINT}
 
 The CFM model only works with the VAE it was trained for (the SD1.5 VAE inside every SD1.5 checkpoint);
-another VAE gives a one-line error. Solver/steps `default`/`0` use the model's own settings."""
+another VAE gives a one-line error."""
     nodes = [
         checkpoint_loader(),
         *sd15_base(2, steps=20, cfg=7.0, sampler="dpmpp_2m", scheduler="karras", model_from=(1, 0), seed=42),
-        cfm_loader(6, (1230, 400)),
-        Node(7, "CFMBoost", (1230, 40),
-             {"solver": "default", "steps": 0, "seed": 0, "noise_step": -1, "resize_method": "bilinear",
-              "tile": 0, "overlap": 8, "vae_tiling": "auto", "vae_tile_size": 512},
+        cfm_loader(6, (1230, 400), CFM_SD15),
+        Node(7, "CFMBoost", (1230, 40), dict(BOOST_DEFAULTS),
              {"samples": (5, 0), "vae": (1, 2), "cfm_model": (6, 0)}, size=(315, 314)),
         Node(8, "VAEDecode", (1610, 40), links={"samples": (7, 0), "vae": (1, 2)}, size=(210, 46)),
-        Node(9, "SaveImage", (1610, 140), {"filename_prefix": "cfm-boost/sd15_txt2img_cfm_1024"},
+        Node(9, "SaveImage", (1610, 140), {"filename_prefix": "cfm-boost/needs_training_sd15_txt2img_1024"},
              {"images": (8, 0)}, size=(420, 460)),
-        note(10, (20, 200), (350, 520), text),
+        note(10, (20, 200), (350, 620), text),
     ]
-    groups = [Group("1 · SD1.5 base image, 512²", BASE_GROUP), Group("2 · CFM Boost ×2 → 1024²", (1210, -30, 355, 560))]
-    return Workflow("sd15_txt2img_cfm_1024", "SD1.5 txt2img 512² + CFM Boost → 1024²", models, nodes, groups)
+    groups = [Group("1 · SD1.5 base image, 512²", BASE_GROUP),
+              Group("2 · CFM Boost ×2 (latent model) → 1024²", (1210, -30, 355, 560))]
+    return Workflow("needs_training_sd15_txt2img_1024", "SD1.5 txt2img 512² + CFM Boost (a latent model you train) "
+                    "→ 1024²", models, nodes, groups)
 
 
-def fast_base_cfm() -> Workflow:
+def needs_training_fast_base_lcm() -> Workflow:
     models = [f"models/checkpoints/{SD15_CHECKPOINT} — any SD1.5 checkpoint",
               f"models/loras/{LCM_LORA} — the LCM LoRA for SD1.5 (latent-consistency/lcm-lora-sdv1-5, renamed); "
               "bypass the LoRA node (Ctrl+B) if your checkpoint is already an LCM/turbo model",
-              f"models/cfm/{CFM_SD15} — a CFM 2× model for the SD1.5 VAE"]
-    text = f"""## Fast base (LCM, 5 steps) → CFM, step by step
+              f"models/cfm/{CFM_SD15} — a CFM 2× model for the SD1.5 VAE, trained by you"]
+    text = f"""## Fast base (LCM, 5 steps) → CFM with a latent model, step by step
+
+{TRAINED_HEADER}
 
 A few-step LCM base image (LCM LoRA + ModelSamplingDiscrete `lcm`, sampler `lcm`, 5 steps, cfg 1.5) at 512²,
 then the CFM upscale as separate nodes: **Pixel-Space Upsample** (decode → resize ×2 → encode; `scale_by` 0 =
@@ -174,11 +345,11 @@ CFM Boost does the same in one node.
     nodes = [
         checkpoint_loader(),
         Node(2, "LoraLoaderModelOnly", (20, 200), {"lora_name": LCM_LORA, "strength_model": 1.0},
-             {"model": (1, 0)}, size=(330, 82), models=[f"models/loras/{LCM_LORA}"]),
+             {"model": (1, 0)}, size=(330, 82), models=[f"models/loras/{LCM_LORA}"], files=[LCM_LORA_FILE]),
         Node(3, "ModelSamplingDiscrete", (20, 320), {"sampling": "lcm", "zsnr": False}, {"model": (2, 0)},
              size=(330, 82)),
         *sd15_base(4, steps=5, cfg=1.5, sampler="lcm", scheduler="sgm_uniform", model_from=(3, 0), seed=7),
-        cfm_loader(8, (1230, 40)),
+        cfm_loader(8, (1230, 40), CFM_SD15),
         Node(9, "PixelSpaceUpsample", (1230, 190),
              {"scale_by": 0.0, "resize_method": "bilinear", "vae_tiling": "auto", "vae_tile_size": 512},
              {"samples": (7, 0), "vae": (1, 2), "cfm_model": (8, 0)}, size=(315, 170)),
@@ -189,82 +360,18 @@ CFM Boost does the same in one node.
              {"solver": "default", "steps": 0, "seed": 0, "noise_step": -1, "tile": 0, "overlap": 8},
              {"cfm_model": (8, 0), "samples": (10, 0)}, size=(315, 222)),
         Node(12, "VAEDecode", (1610, 40), links={"samples": (11, 0), "vae": (1, 2)}, size=(210, 46)),
-        Node(13, "SaveImage", (1610, 140), {"filename_prefix": "cfm-boost/fast_base_cfm"}, {"images": (12, 0)},
-             size=(420, 460)),
-        note(14, (20, 440), (350, 560), text),
+        Node(13, "SaveImage", (1610, 140), {"filename_prefix": "cfm-boost/needs_training_fast_base_lcm"},
+             {"images": (12, 0)}, size=(420, 460)),
+        note(14, (20, 440), (350, 620), text),
     ]
     groups = [Group("1 · LCM base image, 5 steps, 512²", BASE_GROUP),
-              Group("2 · CFM step by step ×2 → 1024²", (1210, -30, 355, 910))]
-    return Workflow("fast_base_cfm", "LCM 5-step SD1.5 base + PixelSpaceUpsample → NoiseAugment → "
-                    "CFMUpscaleLatent", models, nodes, groups)
+              Group("2 · CFM step by step ×2 (latent model) → 1024²", (1210, -30, 355, 910))]
+    return Workflow("needs_training_fast_base_lcm", "LCM 5-step SD1.5 base + PixelSpaceUpsample → NoiseAugment → "
+                    "CFMUpscaleLatent (a latent model you train)", models, nodes, groups)
 
 
-def cascade_2048() -> Workflow:
-    models = [f"models/checkpoints/{SD15_CHECKPOINT} — any SD1.5 checkpoint",
-              f"models/cfm/{CFM_SD15} — a CFM 2× model for the SD1.5 VAE (used twice)"]
-    text = f"""## Cascade 512² → 1024² → 2048²
-
-Two CFM Boost stages with the same 2× model. The second stage works on a 256² latent, so it solves the ODE in
-**64×64 latent tiles** (overlap 8, blended at every step: no seams) and encodes/decodes through the VAE in
-1024 px tiles; the final decode is **VAE Decode (Tiled)**. Lower the tile sizes if you run out of VRAM.
-
-**Model files**
-{models_markdown(models)}
-
-{TRAIN_HINT}"""
-    boost = {"solver": "default", "steps": 0, "noise_step": -1, "resize_method": "bilinear", "overlap": 8}
-    nodes = [
-        checkpoint_loader(),
-        *sd15_base(2, steps=20, cfg=7.0, sampler="dpmpp_2m", scheduler="karras", model_from=(1, 0), seed=42),
-        cfm_loader(6, (1230, 400)),
-        Node(7, "CFMBoost", (1230, 40),
-             {**boost, "seed": 0, "tile": 0, "vae_tiling": "auto", "vae_tile_size": 512},
-             {"samples": (5, 0), "vae": (1, 2), "cfm_model": (6, 0)}, title="CFM Boost 512² → 1024²",
-             size=(315, 314)),
-        Node(8, "CFMBoost", (1590, 40),
-             {**boost, "seed": 1, "tile": 64, "vae_tiling": "always", "vae_tile_size": 1024},
-             {"samples": (7, 0), "vae": (1, 2), "cfm_model": (6, 0)}, title="CFM Boost 1024² → 2048² (tiled)",
-             size=(315, 314)),
-        Node(9, "VAEDecodeTiled", (1970, 40),
-             {"tile_size": 1024, "overlap": 64, "temporal_size": 64, "temporal_overlap": 8},
-             {"samples": (8, 0), "vae": (1, 2)}, size=(315, 150)),
-        Node(10, "SaveImage", (1970, 240), {"filename_prefix": "cfm-boost/cascade_2048"}, {"images": (9, 0)},
-             size=(420, 460)),
-        note(11, (20, 200), (350, 520), text),
-    ]
-    groups = [Group("1 · SD1.5 base image, 512²", BASE_GROUP),
-              Group("2 · two CFM stages ×2 ×2 → 2048²", (1210, -30, 715, 560))]
-    return Workflow("cascade_2048", "SD1.5 512² → CFM 1024² → CFM 2048² (latent tiles, tiled VAE)", models,
-                    nodes, groups, view=(0.6, 20, 60))
-
-
-def image_upscale_bundled() -> Workflow:
-    models = ["(bundled) cfm-pixel-2x — ships with the pack, nothing to download",
-              "input/example.png — the sample image ComfyUI ships in its input folder (any image works)"]
-    text = f"""## Upscale an image 2× with the bundled model
-
-**Load Image → CFM Upscale Image → Save Image.** The bundled pixel-space CFM model needs no VAE and no
-download. `example.png` comes with ComfyUI; pick or upload any image (the pack's `assets/coffee.png` is an
-exact 2× downscale of a photo, handy to compare). Latent CFM models also work here when you connect their VAE.
-
-**Model files**
-{models_markdown(models)}"""
-    nodes = [
-        Node(1, "LoadImage", (400, 40), {"image": "example.png"}, size=(330, 360),
-             models=["input/example.png (ships with ComfyUI; any image works)"]),
-        cfm_loader(2, (400, 440), BUNDLED),
-        Node(3, "CFMUpscaleImage", (780, 40),
-             {"solver": "default", "steps": 0, "seed": 0, "noise_step": -1, "tile": 0, "overlap": 8},
-             {"image": (1, 0), "cfm_model": (2, 0)}, size=(315, 242)),
-        Node(4, "SaveImage", (1140, 40), {"filename_prefix": "cfm-boost/image_x2"}, {"images": (3, 0)},
-             size=(420, 460)),
-        note(5, (20, 40), (350, 420), text),
-    ]
-    return Workflow("image_upscale_bundled", "LoadImage → CFMUpscaleImage (bundled pixel model) → SaveImage",
-                    models, nodes, view=(0.9, 40, 60))
-
-
-WORKFLOW_BUILDERS = (sd15_txt2img_cfm_1024, fast_base_cfm, cascade_2048, image_upscale_bundled)
+WORKFLOW_BUILDERS = (sd15_txt2img_cfm_1024, sd15_hires_fix_cfm, cascade_2048, image_upscale_4x,
+                     needs_training_sd15_txt2img_1024, needs_training_fast_base_lcm)
 
 
 # ------------------------------------------------------------------------------------------ node definitions
@@ -414,7 +521,10 @@ def ui_node(node: Node, specs: dict[str, dict], order: int, link_ids: dict, out_
     names = spec.get("output_name") or spec["output"]
     outputs = [{"localized_name": names[i], "name": names[i], "type": kind,
                 "links": out_links.get((node.id, i))} for i, kind in enumerate(spec["output"])]
-    return {**base, "inputs": inputs, "outputs": outputs, "properties": {"Node name for S&R": node.type},
+    properties: dict[str, Any] = {"Node name for S&R": node.type}
+    if node.files:
+        properties["models"] = [dict(f) for f in node.files]
+    return {**base, "inputs": inputs, "outputs": outputs, "properties": properties,
             "widgets_values": widgets_values}
 
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from helpers import load_script
@@ -14,9 +15,19 @@ from helpers import load_script
 import cfm_core
 from cfm_core.__main__ import main
 from cfm_core.errors import CFMError
-from cfm_core.evaluate import FLOOR, Setting, crop_multiple, downsample, evaluate_models, format_table, prepare_high_res
+from cfm_core.evaluate import (
+    FLOOR,
+    MEAN,
+    Setting,
+    crop_multiple,
+    downsample,
+    evaluate_models,
+    format_table,
+    prepare_high_res,
+)
 from cfm_core.images import save_image
 from cfm_core.solvers import expected_nfe
+from cfm_core.upsample import DOWNSAMPLE_KERNELS, parse_kernels
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,14 +67,56 @@ def test_crop_multiple_and_prepare_high_res():
         prepare_high_res(torch.rand(3, 70, 90), 8, crop=80)
 
 
-def test_downsample_modes_halve_and_preserve_a_constant():
+def test_downsample_kernels_halve_and_preserve_a_constant():
     hr = torch.full((3, 32, 48), 0.25)
-    for mode in ("bilinear", "bicubic", "area"):
-        lr = downsample(hr, 2, mode)
+    for kernel in DOWNSAMPLE_KERNELS + ("bilinear", "bicubic"):
+        lr = downsample(hr, 2, kernel)
         assert lr.shape == (3, 16, 24)
         torch.testing.assert_close(lr, torch.full_like(lr, 0.25))
-    with pytest.raises(CFMError, match="lanczos"):
-        downsample(hr, 2, "lanczos")
+    with pytest.raises(CFMError, match="'gauss' is unknown"):
+        downsample(hr, 2, "gauss")
+
+
+def test_box_is_the_official_bilinear_and_the_kernels_differ():
+    hr = torch.rand(3, 32, 48, generator=torch.Generator().manual_seed(0))
+    box = downsample(hr, 2, "box")
+    # the official code's F.interpolate(mode="bilinear") without antialias is the 2×2 average at 2×
+    torch.testing.assert_close(box, hr.unflatten(1, (16, 2)).unflatten(3, (24, 2)).mean((2, 4)))
+    torch.testing.assert_close(box, downsample(hr, 2, "area"))
+    outs = {k: downsample(hr, 2, k) for k in ("box", "bilinear-aa", "bicubic-aa", "lanczos")}
+    for a in outs:
+        for b in outs:
+            assert a == b or (outs[a] - outs[b]).abs().max() > 0.01, (a, b)
+    # Lanczos agrees with PIL's own 8-bit resize up to rounding (on a smooth image: PIL clips between its passes)
+    from PIL import Image
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(48.0), indexing="ij")
+    smooth = ((0.5 + 0.3 * torch.sin(xx / 5 + torch.arange(3.0)[:, None, None]) * torch.cos(yy / 7)) * 255).round()
+    img = Image.fromarray(smooth.permute(1, 2, 0).byte().numpy())
+    pil = torch.from_numpy(np.array(img.resize((24, 16), Image.LANCZOS))).permute(2, 0, 1) / 255
+    assert (downsample(smooth / 255, 2, "lanczos") - pil).abs().max() <= 1 / 255
+
+
+def test_parse_kernels_takes_lists_commas_and_old_names():
+    assert parse_kernels("box,lanczos") == ("box", "lanczos")
+    assert parse_kernels(["box", "bilinear", "bilinear-aa"]) == ("box", "bilinear-aa")
+    with pytest.raises(CFMError, match="--downsample 'nearest' is unknown"):
+        parse_kernels(["box", "nearest"])
+
+
+def test_several_kernels_give_rows_per_kernel_and_their_mean(photos):
+    model = [("zero", tiny_cfm(), [Setting("euler", 1)])]
+    rows = evaluate_models(photos, model, kernels=["box", "lanczos"], baselines=["bicubic"], swd_patches=64,
+                           noise_step=[0, 100])
+    assert [r.kind for r in rows].count("floor") == 1
+    by_key = {(r.kernel, r.label): r for r in rows}
+    for label in ("bicubic", "zero euler×1 n0", "zero euler×1 n100"):
+        box, lanczos, mean = (by_key[(k, label)] for k in ("box", "lanczos", MEAN))
+        for metric in ("psnr", "ssim", "swd", "nfe"):
+            assert getattr(mean, metric) == pytest.approx((getattr(box, metric) + getattr(lanczos, metric)) / 2)
+        assert box.psnr != lanczos.psnr
+    assert len(rows) == 1 + 3 * 3
+    table = format_table(rows)
+    assert "**mean**" in table and "| lanczos |" in table
 
 
 def test_zero_velocity_model_equals_the_bilinear_baseline(photos):
@@ -72,11 +125,11 @@ def test_zero_velocity_model_equals_the_bilinear_baseline(photos):
                            swd_patches=512)
     by_label = {r.label: r for r in rows}
     bilinear, bicubic = by_label["bilinear"], by_label["bicubic"]
-    for label in ("zero euler×1", "zero midpoint×2"):
+    for label in ("zero euler×1 n0", "zero midpoint×2 n0"):
         assert by_label[label].psnr == pytest.approx(bilinear.psnr, abs=1e-3)
         assert by_label[label].ssim == pytest.approx(bilinear.ssim, abs=1e-5)
         assert by_label[label].swd == pytest.approx(bilinear.swd, abs=1e-2)
-    assert by_label["zero midpoint×2"].nfe == expected_nfe("midpoint", 2) == 4
+    assert by_label["zero midpoint×2 n0"].nfe == expected_nfe("midpoint", 2) == 4
     # on real photos bicubic beats bilinear: a sanity check that the metrics and the baselines are wired right
     assert bicubic.psnr > bilinear.psnr and bicubic.ssim > bilinear.ssim and bicubic.swd < bilinear.swd
     floor, *methods = rows
@@ -99,8 +152,8 @@ def test_noise_step_override_reaches_the_solver(photos):
     own = {r.label: r for r in evaluate_models(photos, model, baselines=["bilinear"], swd_patches=64)}
     clean = {r.label: r for r in evaluate_models(photos, model, baselines=["bilinear"], swd_patches=64,
                                                  noise_step=0)}
-    assert clean["zero euler×1"].psnr == pytest.approx(clean["bilinear"].psnr, abs=1e-3)
-    assert own["zero euler×1"].psnr < own["bilinear"].psnr - 1.0
+    assert clean["zero euler×1 n0"].psnr == pytest.approx(clean["bilinear"].psnr, abs=1e-3)
+    assert own["zero euler×1 n100"].psnr < own["bilinear"].psnr - 1.0
 
 
 def test_function_api_errors(photos):
@@ -132,7 +185,7 @@ def test_cli_writes_table_json_and_plots(tmp_path, photos):
     assert "broken.png" in proc.stderr and "tiny.png" in proc.stderr  # warned about, then skipped
     table = [line for line in proc.stdout.splitlines() if line.startswith("|")]
     assert len(table) == 2 + 1 + 2 + 2 * 4  # header, rule, floor, 2 baselines, 2 models × 2 solvers × 2 steps
-    assert table[2].startswith(f"| *{FLOOR}*")
+    assert table[2].startswith(f"| — | *{FLOOR}*")
 
     report = json.loads(out_json.read_text())
     assert report["settings"]["skipped"] == {"unreadable": 1, "too_small": 1}
@@ -145,15 +198,16 @@ def test_cli_writes_table_json_and_plots(tmp_path, photos):
         assert 0 < r["ssim"] <= 1 and r["swd"] >= 0 and len(r["swd_levels"]) >= 2
         if r["kind"] == "model":
             assert r["nfe"] == expected_nfe(r["solver"], r["steps"])
-    assert rows["zero euler×2"]["psnr"] == pytest.approx(rows["bilinear"]["psnr"], abs=1e-3)
-    assert abs(rows["random euler×2"]["psnr"] - rows["bilinear"]["psnr"]) > 0.01  # a real model changes things
+    assert rows["zero euler×2 n0"]["psnr"] == pytest.approx(rows["bilinear"]["psnr"], abs=1e-3)
+    assert abs(rows["random euler×2 n100"]["psnr"] - rows["bilinear"]["psnr"]) > 0.01  # a real model changes things
+    assert report["settings"]["downsample"] == ["box"] and {r["kernel"] for r in rows.values()} == {"box"}
     for name in ("metrics_vs_nfe.png", "metrics_vs_time.png"):
         assert (plots / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the selection script reads exactly this format: every model row, its noise step, the baseline's PSNR
     chooser = load_script("choose_inference_setting")
-    settings, baseline_psnr = chooser.read_results([str(out_json)], "bicubic")
-    assert len(settings) == 8 and {s.noise_step for s in settings} == {report["settings"]["noise_step"]}
-    assert baseline_psnr == pytest.approx(rows["bicubic"]["psnr"], abs=1e-6)
+    models, baseline_psnr = chooser.read_rows([str(out_json)], "bicubic")
+    assert len(models) == 8 and {key[3] for key in models} == {0, 100}  # each row's own noise step
+    assert baseline_psnr == {"box": pytest.approx(rows["bicubic"]["psnr"], abs=1e-6)}
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -170,12 +224,16 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "--noise-step 1000 is outside [0, 999]" in capsys.readouterr().err
 
 
-def write_result(path, noise_step: int, bicubic_psnr: float, rows: list[tuple[str, int, float, float]]) -> str:
-    """A minimal `evaluate --out-json` file: a floor row, a bicubic row and (method, steps, psnr, swd) model rows."""
-    out = [{"method": FLOOR, "kind": "floor", "solver": None, "steps": None, "psnr": "nan", "swd": 9.0},
-           {"method": "bicubic", "kind": "baseline", "solver": None, "steps": None, "psnr": bicubic_psnr,
-            "swd": 12.0}]
-    out += [{"method": m, "kind": "model", "solver": "euler", "steps": s, "psnr": p, "swd": w} for m, s, p, w in rows]
+def write_result(path, noise_step: int | None, bicubic_psnr: float | dict, rows: list[tuple]) -> str:
+    """A minimal `evaluate --out-json` file: a floor row, bicubic rows and (method, steps, psnr, swd[, kernel]) model
+    rows. ``bicubic_psnr`` a float: an old one-kernel file (no per-row kernel); a dict: {kernel: PSNR}."""
+    out = [{"method": FLOOR, "kind": "floor", "solver": None, "steps": None, "psnr": "nan", "swd": 9.0}]
+    for kernel, psnr_ in (bicubic_psnr.items() if isinstance(bicubic_psnr, dict) else [(None, bicubic_psnr)]):
+        out.append({"method": "bicubic", "kind": "baseline", "solver": None, "steps": None, "psnr": psnr_,
+                    "swd": 12.0} | ({"kernel": kernel} if kernel else {}))
+    for m, s, p, w, *kernel in rows:
+        out.append({"method": m, "kind": "model", "solver": "euler", "steps": s, "psnr": p, "swd": w}
+                   | ({"kernel": kernel[0], "noise_step": noise_step} if kernel else {}))
     path.write_text(json.dumps({"settings": {"noise_step": noise_step}, "rows": out}))
     return str(path)
 
@@ -187,7 +245,7 @@ def test_choose_inference_setting_takes_the_lowest_swd_that_keeps_bicubic_psnr(t
     assert chooser.main([a, b]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[-1].startswith("chosen: m euler×4 noise step 0:")  # 5.0 is lower but below bicubic
-    assert "(below bicubic)" in out and out.count("noise step") == 5
+    assert "(not eligible)" in out and out.count("noise step") == 5
 
     low = write_result(tmp_path / "low.json", 0, 40.0, [("m", 1, 37.5, 6.4)])
     assert chooser.main([low]) == 1 and "chosen: none" in capsys.readouterr().out
@@ -195,3 +253,24 @@ def test_choose_inference_setting_takes_the_lowest_swd_that_keeps_bicubic_psnr(t
     assert chooser.main([a, "--baseline", "bilinear"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("error: --baseline ") for line in err)
+
+
+def test_choose_inference_setting_needs_the_gain_on_every_kernel_and_the_flat_images(tmp_path, capsys):
+    chooser = load_script("choose_inference_setting")
+    base = {"box": 30.0, "lanczos": 32.0}
+    # m×1 gains 2 dB on box but only 0.5 on lanczos; m×4 gains 1.2 on both; m×2 gains 1.5 on both
+    val = write_result(tmp_path / "val.json", 25, base, [
+        ("m", 1, 32.0, 3.0, "box"), ("m", 1, 32.5, 3.0, "lanczos"),
+        ("m", 2, 31.5, 5.0, "box"), ("m", 2, 33.5, 5.0, "lanczos"),
+        ("m", 4, 31.2, 4.0, "box"), ("m", 4, 33.2, 4.0, "lanczos")])
+    assert chooser.main([val, "--min-gain", "1.0"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("chosen: m euler×4 noise step 25:")
+    # on the flat images m×4 loses 0.3 dB on one kernel (more than 0.2), m×2 only 0.1
+    flat = write_result(tmp_path / "flat.json", 25, {"box": 50.0, "lanczos": 51.0}, [
+        ("m", 1, 50.0, 1.0, "box"), ("m", 1, 51.0, 1.0, "lanczos"),
+        ("m", 2, 49.9, 1.0, "box"), ("m", 2, 51.0, 1.0, "lanczos"),
+        ("m", 4, 49.7, 1.0, "box"), ("m", 4, 51.0, 1.0, "lanczos")])
+    assert chooser.main([val, "--min-gain", "1.0", "--flat", flat]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1].startswith("chosen: m euler×2 noise step 25:") and "flat margin -0.10" in out
+    assert chooser.main([val, "--min-gain", "2.0"]) == 1

@@ -23,7 +23,12 @@ CORE_INFO = Path(__file__).resolve().parent / "data" / "core_object_info.json"
 UI_FILES = sorted(WORKFLOW_DIR.glob("*.json"))
 API_FILES = sorted(API_DIR.glob("*_api.json"))
 NAMES = [p.stem for p in UI_FILES]
-EXPECTED = {"sd15_txt2img_cfm_1024", "fast_base_cfm", "cascade_2048", "image_upscale_bundled"}
+EXPECTED = {"sd15_txt2img_cfm_1024", "sd15_hires_fix_cfm", "cascade_2048", "image_upscale_4x",
+            "needs_training_sd15_txt2img_1024", "needs_training_fast_base_lcm"}
+BUNDLED = "(bundled) cfm-pixel-2x"
+NEEDS_TRAINING = "needs_training_"  # the prefix of templates that need a latent CFM model the user trains
+# The frontend's missing-models dialog offers downloads only from these (MissingModelsWarning.vue, 1.27.10).
+DOWNLOAD_SOURCES = ("https://huggingface.co/", "https://civitai.com/")
 PACK_NODES = {"CFMLoader", "PixelSpaceUpsample", "NoiseAugment", "CFMUpscaleLatent", "CFMBoost", "CFMUpscaleImage"}
 VIRTUAL_NODES = {"Note", "MarkdownNote"}  # frontend-only nodes: one text widget, never sent to the server
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
@@ -286,6 +291,55 @@ def test_ui_workflow_has_a_note_naming_its_model_files(name):
     assert notes and any("models/" in text or "bundled" in text for text in notes)
     for model in wf["extra"]["cfm_boost"]["models"]:
         assert any(model.split(" ")[0] in text for text in notes), model
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_nodes_declare_their_model_files_the_way_the_frontend_reads_them(name):
+    """``properties.models`` = [{name, url, directory}], ``name`` selected in the node's widgets (frontend 1.27.10:
+    getSelectedModelsMetadata + loadGraphData); the bundled CFM model ships with the pack and declares nothing."""
+    wf = read(WORKFLOW_DIR / f"{name}.json")
+    declared = []
+    for node in wf["nodes"]:
+        files = node.get("properties", {}).get("models", [])
+        values = [v for v in node.get("widgets_values", []) if isinstance(v, str)]
+        for entry in files:
+            assert set(entry) == {"name", "url", "directory"}, entry
+            assert entry["name"] in values, f"{entry['name']} not selected in node {node['id']}: the frontend skips it"
+            assert entry["url"].startswith("https://"), entry
+            declared.append((entry["directory"], entry["name"]))
+        if node["type"] in ("CheckpointLoaderSimple", "LoraLoaderModelOnly"):
+            assert files, f"node {node['id']} {node['type']} declares no model file"
+        if node["type"] == "CFMLoader":
+            assert bool(files) == (node["widgets_values"][0] != BUNDLED), node["widgets_values"]
+    for directory, file in declared:  # the note names every declared file
+        assert any(f"models/{directory}/{file}" in model for model in wf["extra"]["cfm_boost"]["models"]), file
+    if name.startswith(NEEDS_TRAINING):
+        return
+    assert "cfm" not in {directory for directory, _ in declared}, f"{name} needs a trained model: {NEEDS_TRAINING}…"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_templates_run_with_what_ships_or_say_what_to_train(name):
+    prompt = read(API_DIR / f"{name}_api.json")
+    cfm_models = {n["inputs"]["model_name"] for n in prompt.values() if n["class_type"] == "CFMLoader"}
+    wf = read(WORKFLOW_DIR / f"{name}.json")
+    note = next(n["widgets_values"][0] for n in wf["nodes"] if n["type"] in VIRTUAL_NODES)
+    if name.startswith(NEEDS_TRAINING):
+        assert cfm_models and BUNDLED not in cfm_models
+        assert "python -m cfm_core train" in note and "Needs a model you train first" in note
+    else:
+        assert cfm_models == {BUNDLED}, "a template without the needs_training_ prefix must run as shipped"
+        assert "Runs as shipped" in note
+
+
+def test_the_frontend_can_offer_the_downloads_that_exist():
+    """Files with a public download (the SD1.5 checkpoint, the LCM LoRA) point where the dialog may download from."""
+    for path in UI_FILES:
+        for node in read(path)["nodes"]:
+            for entry in node.get("properties", {}).get("models", []):
+                if entry["directory"] != "cfm":
+                    assert entry["url"].startswith(DOWNLOAD_SOURCES), entry
+                    assert entry["name"].endswith(".safetensors"), entry
 
 
 # ------------------------------------------------------------------------------------------ the twins agree
