@@ -37,8 +37,10 @@ class LatentScaling:
 class LatentSpec:
     """Self-description of a latent space, stored in every checkpoint.
 
-    ``name`` identifies the VAE family (e.g. ``sd15``); ``fingerprint`` identifies the exact VAE weights
-    (see :func:`vae_fingerprint`), so a model is never silently run in another VAE's space.
+    ``family`` is the VAE family (``sd15``, ``sdxl``, ``sd3``, ``flux``: :mod:`cfm_core.vae_families`; "" for
+    models trained before families were recorded, or a custom VAE); ``name`` is a free label (the family or the
+    VAE's file name); ``fingerprint`` identifies the exact VAE weights (see :func:`vae_fingerprint`), so a model is
+    never silently run in another VAE's space.
     """
 
     kind: str = "vae"
@@ -48,6 +50,7 @@ class LatentSpec:
     shift_factor: float = 0.0
     name: str = "sd15"
     fingerprint: str = ""
+    family: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in SPACE_KINDS:
@@ -108,7 +111,8 @@ class SpaceToDepth:
 
 
 def vae_fingerprint(quant_conv_weight: torch.Tensor | None) -> str:
-    """A short id of a VAE's weights from its ``quant_conv`` (present in SD1.x/SDXL VAEs in every key layout).
+    """A short id of a VAE's weights from its ``quant_conv`` (SD1.x/SDXL VAEs, every key layout), or from its
+    ``encoder.conv_out`` in VAEs without one (SD3/Flux): :func:`fingerprint_weight` picks which.
 
     Built from the *signs* of the first 256 weights: rounding to fp16 or bf16 never flips a sign, so the fp32,
     fp16 and bf16 copies of one VAE agree exactly (rounded values do not: a value near a rounding boundary lands
@@ -120,6 +124,20 @@ def vae_fingerprint(quant_conv_weight: torch.Tensor | None) -> str:
     return hashlib.sha256(signs.encode()).hexdigest()[:16]
 
 
+def fingerprint_weight(autoencoder) -> torch.Tensor | None:
+    """The weight :func:`vae_fingerprint` reads: ``quant_conv`` where the VAE has one (as every model trained before
+    SD3/Flux support recorded), else ``encoder.conv_out``. Works for diffusers' and ComfyUI's AutoencoderKL alike."""
+    for owner, name in (("quant_conv", "weight"), ("encoder", "conv_out")):
+        module = getattr(autoencoder, owner, None)
+        if module is None:
+            continue
+        weight = getattr(module, name, None)
+        weight = getattr(weight, "weight", weight)
+        if isinstance(weight, torch.Tensor):
+            return weight
+    return None
+
+
 class DiffusersVAE:
     """A diffusers ``AutoencoderKL`` read from a local file (LDM or diffusers keys) or a local folder.
 
@@ -127,24 +145,40 @@ class DiffusersVAE:
     """
 
     def __init__(self, vae, scale_factor: float | None = None, shift_factor: float | None = None,
-                 name: str = "vae"):
+                 name: str = "vae", family: str = ""):
         self.vae = vae.eval().requires_grad_(False)
         cfg = vae.config
         scale = float(scale_factor if scale_factor is not None else cfg.get("scaling_factor", 0.18215))
         shift = float(shift_factor if shift_factor is not None else (cfg.get("shift_factor") or 0.0))
-        qc = getattr(vae, "quant_conv", None)
         self.spec = LatentSpec(kind="vae", channels=int(cfg["latent_channels"]),
                                downscale=2 ** (len(cfg["block_out_channels"]) - 1),
                                scale_factor=scale, shift_factor=shift, name=name,
-                               fingerprint=vae_fingerprint(qc.weight if qc is not None else None))
+                               fingerprint=vae_fingerprint(fingerprint_weight(vae)), family=family)
 
     @classmethod
-    def load(cls, path: str, *, scale_factor: float | None = None, shift_factor: float | None = None,
+    def load(cls, path: str, *, family: str | None = None, family_by: str = "--vae-family",
+             scale_factor: float | None = None, shift_factor: float | None = None,
              name: str | None = None, device: str | torch.device = "cpu",
              dtype: torch.dtype = torch.float32) -> DiffusersVAE:
-        vae = load_autoencoder_kl(path).to(device=device, dtype=dtype)
-        stem = name or os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
-        return cls(vae, scale_factor, shift_factor, stem)
+        """A VAE file, diffusers folder or full model checkpoint, in the latent space of its family.
+
+        The family is ``family`` (said by ``family_by``: a flag, or the CFM model), checked against what the file
+        says; else the family of an explicit ``scale_factor`` (or a custom space with that scale); else what the
+        file says; else a one-line :class:`CFMError` asking for ``--vae-family``.
+        """
+        from .vae_families import resolve_family
+
+        found = read_autoencoder(path)
+        channels = int(found.vae.config["latent_channels"])
+        if family is None and scale_factor is None and found.family is None and found.stated_scale is not None:
+            scale_factor, shift_factor = found.stated_scale  # a diffusers config with a non-family scale
+        fam = resolve_family(channels, told=family or None, told_by=family_by, evidence=found.family,
+                             evidence_from=found.family_from, scale=scale_factor, shift=shift_factor, path=path)
+        if fam is not None:
+            scale_factor, shift_factor = fam.scale, fam.shift
+        stem = name or (fam.key if fam else os.path.splitext(os.path.basename(os.path.normpath(path)))[0])
+        vae = found.vae.to(device=device, dtype=dtype)
+        return cls(vae, scale_factor, shift_factor or 0.0, stem, fam.key if fam else "")
 
     @property
     def device(self) -> torch.device:
@@ -161,11 +195,49 @@ class DiffusersVAE:
         return self.vae.decode(raw).sample.float()
 
 
-def _strip_prefix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    for prefix in ("first_stage_model.", "vae."):
-        if any(k.startswith(prefix) for k in sd):
-            return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-    return sd
+# where the VAE sits in a full model checkpoint: SD1.x/SD2.x/SDXL/SD3 (ComfyUI, A1111) and Flux/diffusers-ish
+VAE_PREFIXES = ("first_stage_model.", "vae.")
+
+
+def _vae_prefix(keys: list[str]) -> str:
+    for prefix in VAE_PREFIXES:
+        if any(k.startswith(prefix) for k in keys):
+            return prefix
+    return ""
+
+
+@dataclass
+class FoundVAE:
+    """An AutoencoderKL read from a path, with what the path said about its family (see ``vae_families``)."""
+
+    vae: object
+    family: str | None = None
+    family_from: str = ""
+    stated_scale: tuple[float, float] | None = None  # a diffusers config's (scaling_factor, shift_factor)
+
+
+def read_vae_tensors(path: str) -> tuple[dict[str, torch.Tensor], str | None, str]:
+    """The VAE tensors of a safetensors VAE file or full model checkpoint (prefix removed), read lazily so that a
+    checkpoint's diffusion model and text encoders are never loaded; plus (family, where that was read)."""
+    from safetensors import safe_open
+
+    from .vae_families import family_from_checkpoint_keys, family_from_metadata
+
+    try:
+        with safe_open(path, framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            keys = list(handle.keys())
+            prefix = _vae_prefix(keys)
+            sd = {k[len(prefix):]: handle.get_tensor(k) for k in keys if k.startswith(prefix)}
+    except Exception as exc:  # safetensors raises several types for a corrupt header or a truncated file
+        raise CFMError(f"--vae {path!r} could not be read as safetensors ({exc}); is the file complete?") from None
+    family = family_from_metadata(metadata)
+    if family:
+        return sd, family, f"metadata modelspec.architecture {metadata['modelspec.architecture']!r}"
+    neighbour = family_from_checkpoint_keys(k for k in keys if not (prefix and k.startswith(prefix)))
+    if neighbour:
+        return sd, neighbour, "the diffusion model beside the VAE in the checkpoint"
+    return sd, None, ""
 
 
 # (down blocks, res blocks, first conv of a res block) in the original LDM and in the diffusers key layout
@@ -177,9 +249,9 @@ def autoencoder_config_from_state_dict(sd: dict[str, torch.Tensor], layout: str 
     down, block, conv = _VAE_LAYOUTS[layout]
     levels = sorted({int(k.split(".")[2]) for k in sd if k.startswith(down)})
     blocks = sorted({int(k.split(".")[4]) for k in sd if k.startswith(f"{down}0.{block}.")})
-    if not levels or not blocks or "quant_conv.weight" not in sd:
-        raise CFMError("the VAE file has no encoder down-block/quant_conv tensors: it is not an SD-style "
-                       "AutoencoderKL; pass a VAE .safetensors or a diffusers folder")
+    if not levels or not blocks or "encoder.conv_out.weight" not in sd:
+        raise CFMError("the VAE file has no encoder down-block/conv_out tensors: it is not an SD-style "
+                       "AutoencoderKL; pass a VAE .safetensors, a diffusers folder or a full model checkpoint")
     widths = [int(sd[f"{down}{i}.{block}.0.{conv}.weight"].shape[0]) for i in levels]
     return {
         "in_channels": int(sd["encoder.conv_in.weight"].shape[1]),
@@ -188,13 +260,26 @@ def autoencoder_config_from_state_dict(sd: dict[str, torch.Tensor], layout: str 
         "up_block_types": ["UpDecoderBlock2D"] * len(widths),
         "block_out_channels": widths,
         "layers_per_block": len(blocks),
-        "latent_channels": int(sd["quant_conv.weight"].shape[0]) // 2,
+        "latent_channels": int(sd["encoder.conv_out.weight"].shape[0]) // 2,
+        # SD3/Flux VAEs have neither 1×1 conv (diffusers' use_quant_conv/use_post_quant_conv=False)
+        "use_quant_conv": "quant_conv.weight" in sd,
+        "use_post_quant_conv": "post_quant_conv.weight" in sd,
     }
 
 
 def load_autoencoder_kl(path: str):
-    """Load a diffusers AutoencoderKL from a local folder or single file, offline and without pickle."""
+    """Load a diffusers AutoencoderKL from a local folder, VAE file or full checkpoint, offline, running no code
+    from the files: single files must be safetensors; a diffusers folder's weights are read by diffusers, from
+    ``.safetensors`` or, failing that, ``.bin`` through ``torch.load(weights_only=True)``, torch's restricted
+    unpickler that rebuilds tensors only and refuses anything else (such a refusal is a one-line CFMError)."""
+    return read_autoencoder(path).vae
+
+
+def read_autoencoder(path: str) -> FoundVAE:
+    """:func:`load_autoencoder_kl` plus what the path says about the VAE's family."""
     from diffusers import AutoencoderKL
+
+    from .vae_families import family_from_checkpoint_keys, family_from_diffusers_folder
 
     if os.path.isdir(path):
         sub = os.path.join(path, "vae")
@@ -202,17 +287,20 @@ def load_autoencoder_kl(path: str):
         if not os.path.isfile(os.path.join(folder, "config.json")):
             raise CFMError(f"--vae folder {path!r} has no config.json (or vae/config.json); "
                            "pass a diffusers VAE folder or a .safetensors file")
-        return AutoencoderKL.from_pretrained(folder, local_files_only=True)
+        vae = AutoencoderKL.from_pretrained(folder, local_files_only=True)
+        family, family_from = family_from_diffusers_folder(folder, vae.config)
+        scale = vae.config.get("scaling_factor")
+        stated = (float(scale), float(vae.config.get("shift_factor") or 0.0)) if scale is not None else None
+        return FoundVAE(vae, family, family_from, stated)
     if not os.path.isfile(path):
         raise CFMError(f"--vae {path!r} does not exist; pass a VAE .safetensors file or a diffusers folder")
     if not path.endswith((".safetensors", ".sft")):
         raise CFMError(f"--vae {path!r} is not a .safetensors file; pickle checkpoints are refused "
                        "(convert it to safetensors first)")
-    from safetensors.torch import load_file
-    try:
-        sd = _strip_prefix(load_file(path))
-    except Exception as exc:  # safetensors raises several types for a corrupt header
-        raise CFMError(f"--vae {path!r} could not be read as safetensors ({exc}); is the file complete?") from None
+    sd, family, family_from = read_vae_tensors(path)
+    if "encoder.conv_out.weight" not in sd and family_from_checkpoint_keys(sd):
+        raise CFMError(f"--vae {path!r} is a diffusion model without a VAE inside; pass the VAE file (e.g. "
+                       "ae.safetensors for Flux) or a full checkpoint that contains one")
     try:
         if any(k.startswith("encoder.down_blocks.") for k in sd):  # already diffusers layout
             cfg = autoencoder_config_from_state_dict(sd, "diffusers")
@@ -227,7 +315,7 @@ def load_autoencoder_kl(path: str):
     if missing:
         raise CFMError(f"--vae {path!r} lacks {len(missing)} tensors of an AutoencoderKL (e.g. {missing[0]}); "
                        "is it a VAE file?")
-    return vae
+    return FoundVAE(vae.float(), family, family_from)
 
 
 def space_from_spec(spec: LatentSpec, vae_path: str | None = None, **vae_kwargs) -> LatentSpace:
@@ -238,18 +326,23 @@ def space_from_spec(spec: LatentSpec, vae_path: str | None = None, **vae_kwargs)
         return SpaceToDepth(spec.downscale)
     if vae_path is None:
         raise CFMError(f"this model works in the latent space of VAE {spec.name!r}; pass --vae PATH to that VAE")
-    space = DiffusersVAE.load(vae_path, scale_factor=spec.scale_factor, shift_factor=spec.shift_factor,
+    space = DiffusersVAE.load(vae_path, family=spec.family or None, family_by="the CFM model",
+                              scale_factor=spec.scale_factor, shift_factor=spec.shift_factor,
                               name=spec.name, **vae_kwargs)
     check_space_matches(spec, space.spec)
     return space
 
 
 def check_space_matches(model_spec: LatentSpec, space_spec: LatentSpec) -> None:
-    """Refuse a VAE whose channels or weights differ from the one the model was trained for."""
+    """Refuse a VAE whose channels, family or weights differ from the one the model was trained for."""
+    if model_spec.family and space_spec.family and model_spec.family != space_spec.family:
+        raise CFMError(f"the CFM model was trained for {model_spec.family} latents but this VAE is a "
+                       f"{space_spec.family} VAE; use a CFM model trained for {space_spec.family}")
     if model_spec.channels != space_spec.channels:
         raise CFMError(f"the CFM model expects {model_spec.channels}-channel latents but the VAE makes "
                        f"{space_spec.channels}-channel ones; use a CFM model trained for this VAE")
     if model_spec.fingerprint and space_spec.fingerprint and model_spec.fingerprint != space_spec.fingerprint:
-        raise CFMError(f"the CFM model was trained for VAE {model_spec.name!r} (fingerprint {model_spec.fingerprint}) "
-                       f"but this VAE has fingerprint {space_spec.fingerprint}; use the VAE the model was trained "
-                       "with or a CFM model trained for this VAE")
+        family = f" ({model_spec.family})" if model_spec.family else ""
+        raise CFMError(f"the CFM model was trained for VAE {model_spec.name!r}{family} (fingerprint "
+                       f"{model_spec.fingerprint}) but this VAE has fingerprint {space_spec.fingerprint}; use the "
+                       "VAE the model was trained with or a CFM model trained for this VAE")

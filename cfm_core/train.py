@@ -41,6 +41,8 @@ LOG_FILE = "log.jsonl"
 
 
 def configure(p: argparse.ArgumentParser) -> None:
+    from .vae_families import FAMILIES
+
     g = p.add_argument_group("data")
     g.add_argument("--data", nargs="+", required=True, help="folder(s), files or globs of training images")
     g.add_argument("--crop", type=int, default=128, help="square high-res crop size in pixels (default 128)")
@@ -55,9 +57,17 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cache-size", type=int, default=None, help="cached samples (default 32 per image)")
     g = p.add_argument_group("latent space")
     g.add_argument("--space", default="pixels", help="pixels | s2d2 | s2d4 | vae (needs --vae) (default pixels)")
-    g.add_argument("--vae", default=None, help="diffusers AutoencoderKL: local .safetensors file or folder")
-    g.add_argument("--vae-name", default=None, help="name stored in the model for the VAE (e.g. sd15, sdxl)")
-    g.add_argument("--scale-factor", type=float, default=None, help="latent scale factor (default: VAE config)")
+    g.add_argument("--vae", default=None,
+                   help="the VAE: a VAE .safetensors (LDM or diffusers keys, with or without quant_conv), a diffusers "
+                        "folder, or a full model checkpoint with the VAE inside (only its VAE tensors are read)")
+    g.add_argument("--vae-family", default=None, choices=tuple(FAMILIES),
+                   help="the VAE's family, when the file does not say: sd15 (SD1.x/SD2.x, ×0.18215), sdxl "
+                        "(×0.13025), sd3 (SD3/SD3.5, ×1.5305, shift 0.0609), flux (Flux.1, ×0.3611, shift 0.1159)")
+    g.add_argument("--vae-name", default=None, help="label stored in the model for the VAE (default: the family)")
+    g.add_argument("--scale-factor", type=float, default=None,
+                   help="latent scale factor of a VAE outside the families (default: the family's)")
+    g.add_argument("--shift-factor", type=float, default=None,
+                   help="latent shift of a VAE outside the families (default: the family's, else 0)")
     g = p.add_argument_group("model")
     g.add_argument("--preset", default="small", choices=sorted(PRESETS), help="UNet architecture (default small)")
     g.add_argument("--model-channels", type=int, default=None)
@@ -120,7 +130,8 @@ def build_space(args: argparse.Namespace, device: torch.device) -> LatentSpace:
     if args.space == "vae":
         if not args.vae:
             raise CFMError("--space vae needs --vae PATH (a diffusers AutoencoderKL file or folder)")
-        return DiffusersVAE.load(args.vae, scale_factor=args.scale_factor, name=args.vae_name, device=device)
+        return DiffusersVAE.load(args.vae, family=args.vae_family, scale_factor=args.scale_factor,
+                                 shift_factor=args.shift_factor, name=args.vae_name, device=device)
     raise CFMError(f"--space {args.space!r} is unknown; use pixels, s2d2, s2d4 or vae")
 
 

@@ -2,11 +2,10 @@
 diffusers AutoencoderKL loaded from a diffusers folder, a diffusers-layout file and an LDM-layout file."""
 from __future__ import annotations
 
-import re
-
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import load_script
 from safetensors.torch import save_file
 
 from cfm_core.autoencoders import (
@@ -124,34 +123,8 @@ def tiny_autoencoder():
     return vae.eval()
 
 
-def diffusers_to_ldm(sd: dict[str, torch.Tensor], levels: int) -> dict[str, torch.Tensor]:
-    """The original LDM (``first_stage_model``) key layout of a diffusers AutoencoderKL state dict."""
-    from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING
-
-    top = DIFFUSERS_TO_LDM_MAPPING["vae"]
-    attention = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
-    out = {}
-    for key, value in sd.items():
-        if key in top:
-            out[top[key]] = value
-            continue
-        key = key.replace("conv_shortcut", "nin_shortcut")
-        if m := re.fullmatch(r"encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
-            out[f"encoder.down.{m[1]}.block.{m[2]}.{m[3]}"] = value
-        elif m := re.fullmatch(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.(.+)", key):
-            out[f"encoder.down.{m[1]}.downsample.{m[2]}"] = value
-        elif m := re.fullmatch(r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
-            out[f"decoder.up.{levels - 1 - int(m[1])}.block.{m[2]}.{m[3]}"] = value
-        elif m := re.fullmatch(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.(.+)", key):
-            out[f"decoder.up.{levels - 1 - int(m[1])}.upsample.{m[2]}"] = value
-        elif m := re.fullmatch(r"(encoder|decoder)\.mid_block\.resnets\.(\d+)\.(.+)", key):
-            out[f"{m[1]}.mid.block_{int(m[2]) + 1}.{m[3]}"] = value
-        elif m := re.fullmatch(r"(encoder|decoder)\.mid_block\.attentions\.0\.(.+)\.(weight|bias)", key):
-            name = attention[m[2]]
-            out[f"{m[1]}.mid.attn_1.{name}.{m[3]}"] = value[..., None, None] if value.ndim == 2 else value
-        else:
-            raise AssertionError(f"unmapped diffusers VAE key {key}")
-    return out
+# the original LDM (``first_stage_model``) key layout of a diffusers AutoencoderKL state dict
+diffusers_to_ldm = load_script("make_family_vae").diffusers_to_ldm
 
 
 @pytest.fixture(scope="module")
@@ -173,14 +146,17 @@ def vae_files(tmp_path_factory):
 @pytest.mark.parametrize("source", ["folder", "diffusers.safetensors", "ldm.safetensors"])
 def test_diffusers_vae_loads_from_every_layout(vae_files, source):
     vae, root = vae_files
-    space = DiffusersVAE.load(str(root / source))
+    if source != "folder":  # a 4-channel single file does not say whether it is SD1.x or SDXL: it asks
+        with pytest.raises(CFMError, match="--vae-family sd15|sdxl"):
+            DiffusersVAE.load(str(root / source))
+    space = DiffusersVAE.load(str(root / source), family=None if source == "folder" else "sd15")
     loaded = space.vae.state_dict()
     assert loaded.keys() == vae.state_dict().keys()
     assert all(torch.equal(loaded[k], v) for k, v in vae.state_dict().items())
     spec = space.spec
     assert (spec.kind, spec.channels, spec.downscale, spec.scale_factor) == ("vae", 4, 2, 0.18215)
     assert spec.fingerprint == vae_fingerprint(vae.quant_conv.weight) != ""
-    assert spec.name == source.split(".")[0]
+    assert spec.name == spec.family == "sd15"  # the folder's config.json says scaling_factor 0.18215
 
 
 def test_encode_is_the_scaled_posterior_mean_and_decode_inverts_the_scale(vae_files):
@@ -249,7 +225,7 @@ def test_upscale_image_through_a_vae(vae_files):
     from cfm_core.pipeline import upscale_image
 
     _, root = vae_files
-    space = DiffusersVAE.load(str(root / "diffusers.safetensors"))
+    space = DiffusersVAE.load(str(root / "diffusers.safetensors"), family="sd15")
     model = tiny_model(4, space.spec)
     image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     out, result = upscale_image(model, image, space, steps=2, seed=3)
