@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from cfm_core import CFMError, LatentScaling
-from cfm_core.autoencoders import LatentSpec, check_space_matches, vae_fingerprint
+from cfm_core.autoencoders import LatentSpec, check_space_matches, fingerprint_weight, vae_fingerprint
 
 CATEGORY = "CFM Boost"
 LOG = logging.getLogger("cfm_boost")
@@ -125,14 +125,13 @@ def vae_downscale(vae) -> int:
 
 
 def comfy_vae_fingerprint(vae) -> str:
-    """Fingerprint of a ComfyUI VAE's weights ("" for VAEs without a ``quant_conv``, e.g. TAESD).
+    """Fingerprint of a ComfyUI VAE's weights: its ``quant_conv`` (SD1.x/SDXL), else its ``encoder.conv_out``
+    (SD3/Flux, which ComfyUI loads as an AutoencodingEngine without quant_conv); "" for neither (e.g. TAESD).
 
     ComfyUI often holds the VAE in fp16/bf16 on GPUs; cfm_core's fingerprint is built from weight signs, which that
     rounding never flips, so it matches the fp32 file the model was trained with.
     """
-    quant_conv = getattr(getattr(vae, "first_stage_model", None), "quant_conv", None)
-    weight = getattr(quant_conv, "weight", None)
-    return vae_fingerprint(weight) if isinstance(weight, torch.Tensor) else ""
+    return vae_fingerprint(fingerprint_weight(getattr(vae, "first_stage_model", None)))
 
 
 def vae_spec(vae, scaling: LatentScaling = LatentScaling(), name: str = "comfy-vae") -> LatentSpec:

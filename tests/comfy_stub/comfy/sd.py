@@ -7,7 +7,7 @@
 
 The autoencoder behind it is tiny and works on independent 8×8 pixel patches (pixel_unshuffle → 1×1 convs), so
 tiled and untiled results agree exactly and tests can compute expected values by hand. Test-only extras:
-``stub_vae_state_dict(seed, latent_channels)``, ``VAE.stub_calls`` (what was called, with which tiles) and
+``stub_vae_state_dict(seed, latent_channels, quant_conv)``, ``VAE.stub_calls`` (what was called, with which tiles) and
 ``VAE.stub_oom_untiled`` (how many untiled calls should raise ``OOM_EXCEPTION``).
 """
 from __future__ import annotations
@@ -21,28 +21,35 @@ import comfy.model_patcher
 
 
 class StubAutoencoderKL(nn.Module):
-    """8×8 patches ↔ latent pixels through 1×1 convs; ``quant_conv`` as in the LDM AutoencoderKL."""
+    """8×8 patches ↔ latent pixels through 1×1 convs, with the real module names the pack reads:
+    ``encoder.conv_out``, ``decoder.conv_in`` and, for SD1.x/SDXL-style VAEs, ``quant_conv``/``post_quant_conv``
+    (ComfyUI's AutoencoderKL); SD3/Flux-style VAEs (16 channels) have neither (ComfyUI's AutoencodingEngine)."""
 
-    def __init__(self, latent_channels: int = 4):
+    def __init__(self, latent_channels: int = 4, quant_conv: bool = True):
         super().__init__()
         self.latent_channels = latent_channels
-        self.encoder = nn.Conv2d(3 * 64, 2 * latent_channels, 1)
-        self.quant_conv = nn.Conv2d(2 * latent_channels, 2 * latent_channels, 1)
-        self.post_quant_conv = nn.Conv2d(latent_channels, latent_channels, 1)
-        self.decoder = nn.Conv2d(latent_channels, 3 * 64, 1)
+        self.encoder = nn.ModuleDict({"conv_out": nn.Conv2d(3 * 64, 2 * latent_channels, 1)})
+        if quant_conv:
+            self.quant_conv = nn.Conv2d(2 * latent_channels, 2 * latent_channels, 1)
+            self.post_quant_conv = nn.Conv2d(latent_channels, latent_channels, 1)
+        self.decoder = nn.ModuleDict({"conv_in": nn.Conv2d(latent_channels, 3 * 64, 1)})
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        moments = self.quant_conv(self.encoder(F.pixel_unshuffle(x, 8)))
+        moments = self.encoder.conv_out(F.pixel_unshuffle(x, 8))
+        if hasattr(self, "quant_conv"):
+            moments = self.quant_conv(moments)
         return moments[:, : self.latent_channels]  # the posterior mean (mode), as ComfyUI's encode returns
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return F.pixel_shuffle(self.decoder(self.post_quant_conv(z)), 8)
+        if hasattr(self, "post_quant_conv"):
+            z = self.post_quant_conv(z)
+        return F.pixel_shuffle(self.decoder.conv_in(z), 8)
 
 
-def stub_vae_state_dict(seed: int = 0, latent_channels: int = 4) -> dict[str, torch.Tensor]:
+def stub_vae_state_dict(seed: int = 0, latent_channels: int = 4, quant_conv: bool = True) -> dict[str, torch.Tensor]:
     """Deterministic weights for :class:`StubAutoencoderKL`; a different seed is a different VAE."""
     gen = torch.Generator().manual_seed(seed)
-    model = StubAutoencoderKL(latent_channels)
+    model = StubAutoencoderKL(latent_channels, quant_conv)
     return {k: torch.randn(v.shape, generator=gen) * (0.5 / max(1, v.shape[1] if v.ndim > 1 else 1)) ** 0.5
             for k, v in model.state_dict().items()}
 
@@ -50,7 +57,7 @@ def stub_vae_state_dict(seed: int = 0, latent_channels: int = 4) -> dict[str, to
 class VAE:
     def __init__(self, sd=None, device=None, config=None, dtype=None, metadata=None):
         sd = stub_vae_state_dict() if sd is None else sd
-        latent_channels = int(sd["quant_conv.weight"].shape[0]) // 2
+        latent_channels = int(sd["decoder.conv_in.weight"].shape[1])  # as ComfyUI reads it
         size = model_management.dtype_size
         self.memory_used_encode = lambda shape, dtype: (1767 * shape[2] * shape[3]) * size(dtype)
         self.memory_used_decode = lambda shape, dtype: (2178 * shape[2] * shape[3] * 64) * size(dtype)
@@ -64,7 +71,7 @@ class VAE:
         self.working_dtypes = [torch.bfloat16, torch.float32]
         self.disable_offload = False
         self.crop_input = True
-        self.first_stage_model = StubAutoencoderKL(latent_channels)
+        self.first_stage_model = StubAutoencoderKL(latent_channels, "quant_conv.weight" in sd)
         self.first_stage_model.load_state_dict(sd)
         self.first_stage_model.eval().requires_grad_(False)
         self.device = device if device is not None else model_management.vae_device()
