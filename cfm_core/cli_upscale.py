@@ -84,7 +84,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, metavar="PATH",
                         help="a CFM .safetensors model (default: the bundled pixel-space 2× model)")
     parser.add_argument("--vae", default=None, metavar="PATH",
-                        help="the VAE (.safetensors or diffusers folder) of a model trained in a VAE latent space")
+                        help="the VAE of a model trained in a VAE latent space: a VAE .safetensors, a diffusers "
+                             "folder or a full model checkpoint with that VAE inside")
     parser.add_argument("--solver", default=None, help="ODE solver: euler, midpoint, heun, rk4, dopri5 "
                         "(default: the model's)")
     parser.add_argument("--steps", type=int, default=None, help="integration steps (default: the model's)")

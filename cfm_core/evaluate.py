@@ -461,9 +461,12 @@ def run(args: argparse.Namespace) -> int:
     factor = args.factor or (models[0][1].config.factor if models else 2)
     space = None
     if args.vae:
-        from .autoencoders import DiffusersVAE
+        from .autoencoders import DiffusersVAE, space_from_spec
 
-        space = DiffusersVAE.load(args.vae, device=args.device)
+        latent = next((m.config.latent for _, m in models if m.config.latent.kind == "vae"), None)
+        # a latent model's own space (family, scale, fingerprint checked); without one the scale cancels out
+        space = (space_from_spec(latent, args.vae, device=args.device) if latent is not None
+                 else DiffusersVAE.load(args.vae, scale_factor=1.0, device=args.device))
     multiple = crop_multiple([m for _, m in models], factor)
 
     def warn(message: str) -> None:

@@ -51,7 +51,8 @@ class CFMModelHandle:
         """One line for the loader's ``info`` output."""
         cfg, spec = self.config, self.config.latent
         nfe = expected_nfe(cfg.default_solver, cfg.default_steps)
-        space = {"vae": f"VAE {spec.name!r} ({spec.channels} ch, /{spec.downscale}, ×{spec.scale_factor:g})",
+        shift = f", shift {spec.shift_factor:g}" if spec.shift_factor else ""
+        space = {"vae": f"VAE {spec.name!r} ({spec.channels} ch, /{spec.downscale}, ×{spec.scale_factor:g}{shift})",
                  "pixels": "pixel space", "space_to_depth": f"space-to-depth /{spec.downscale} (pixels)"}[spec.kind]
         nfe_text = "adaptive" if nfe is None else str(nfe)
         dtype = str(self.model.dtype).replace("torch.", "")

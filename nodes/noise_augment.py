@@ -56,11 +56,12 @@ class NoiseAugment:
                 "seed": SEED_INPUT,
                 "scale_factor": ("FLOAT", {
                     "default": 0.18215, "min": 0.001, "max": 10.0, "step": 0.00001,
-                    "tooltip": "The VAE's latent scale factor (SD1.x 0.18215, SDXL 0.13025). Used only without a "
-                               "CFM model; with one, the model's own factor is used."}),
+                    "tooltip": "The VAE's latent scale factor (SD1.x 0.18215, SDXL 0.13025, SD3 1.5305, Flux 0.3611). "
+                               "Used only without a CFM model; with one, the model's own factor is used."}),
                 "shift_factor": ("FLOAT", {
                     "default": 0.0, "min": -10.0, "max": 10.0, "step": 0.0001,
-                    "tooltip": "The VAE's latent shift (0 for SD1.x/SDXL). Used only without a CFM model."}),
+                    "tooltip": "The VAE's latent shift (0 for SD1.x/SDXL, SD3 0.0609, Flux 0.1159). Used only "
+                               "without a CFM model."}),
             },
             "optional": {
                 "cfm_model": ("CFM_MODEL", {

@@ -240,3 +240,14 @@ def test_info_upscale_and_refusals(vaes, trained, tmp_path, capsys, family):
             assert code == 2 and len(err) == 1, err
             assert "error" in err[0].lower() or "VAE" in err[0]
             assert not (tmp_path / "no.png").exists()
+
+
+def test_evaluate_runs_a_family_model_in_its_space(vaes, trained, photo_dir, tmp_path, capsys):
+    """``evaluate --vae`` uses the model's family (no question for an LDM file) and refuses another family's VAE."""
+    args = ["evaluate", photo_dir, "--model", trained["flux"], "--crop", "64", "--steps", "1", "--swd-patches", "8"]
+    assert cli.main([*args, "--vae", vaes["flux"][1]["ldm"], "--out-json", str(tmp_path / "e.json")]) == 0
+    rows = json.loads((tmp_path / "e.json").read_text())["rows"]
+    assert any(r["kind"] == "model" for r in rows)
+    capsys.readouterr()
+    assert cli.main([*args, "--vae", vaes["sd3"][1]["checkpoint"]]) == 2
+    assert "says flux" in capsys.readouterr().err
