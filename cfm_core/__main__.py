@@ -1,12 +1,18 @@
 """``python -m cfm_core COMMAND ...`` — each command lives in its own module with ``configure(parser)`` and
-``run(args) -> int``; modules are imported only when their command runs, so ``--help`` stays fast."""
+``run(args) -> int``; modules are imported only when their command runs, so ``--help`` stays fast.
+
+Errors reach the user as one line on stderr: a bad input (:class:`CFMError`) exits 2, Ctrl-C 130, SIGTERM during
+``train`` 143 (after saving), an OS error (disk full, permission) or a bug 1. ``--debug`` or ``CFM_DEBUG=1`` adds
+the Python traceback."""
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 
-from .errors import CFMError
+from .errors import CFMError, first_line
 
 COMMANDS = {
     "upscale": ("cfm_core.cli_upscale", "upscale images 2× or 4× with a CFM model (default: the bundled one)"),
@@ -17,10 +23,12 @@ COMMANDS = {
     "convert-official": ("cfm_core.convert", "convert an official fm-boosting .ckpt to safetensors, safely"),
     "info": ("cfm_core.info", "print a checkpoint's self-description"),
 }
+DEBUG_ENV = "CFM_DEBUG"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cfm_core", description=__doc__.split("—")[0].strip())
+    parser.add_argument("--debug", action="store_true", help=f"show tracebacks (same as {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -28,7 +36,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else list(argv)
+    _tolerant_streams()
+    state = {"debug": os.environ.get(DEBUG_ENV, "") not in ("", "0")}
+    if argv[:1] == ["--debug"]:
+        state["debug"], argv = True, argv[1:]
+    try:
+        return _main(argv, state)  # state["debug"] is read when an error arrives: `COMMAND ... --debug` sets it
+    except CFMError as exc:
+        return _fail(f"error: {exc}", 2, state)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130, state)
+    except BrokenPipeError:  # `cfm-boost info M | head -1`: the reader left; say nothing more
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, what a shell reports for a writer killed by the pipe
+    except MemoryError:
+        return _fail("error: out of memory; use smaller inputs (or --tile for upscale)", 1, state)
+    except OSError as exc:  # disk full, permission denied, a vanished file: the machine's answer, in one line
+        where = f" ({exc.filename!r})" if exc.filename else ""
+        return _fail(f"error: {exc.strerror or first_line(exc)}{where}", 1, state)
+    except Exception as exc:  # a bug: one line and how to get the traceback for a report
+        return _fail(f"error: internal error {type(exc).__name__}: {first_line(exc)} (rerun with --debug or "
+                     f"{DEBUG_ENV}=1 for the traceback, and please report it)", 1, state)
+
+
+def _main(argv: list[str], state: dict) -> int:
     if not argv or argv[0] not in COMMANDS:
         build_parser().parse_args(argv)  # prints usage / error and exits
         return 2
@@ -36,15 +68,36 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"python -m cfm_core {argv[0]}", description=help_text)
     module.configure(parser)
+    parser.add_argument("--debug", action="store_true", default=state["debug"],
+                        help=f"show the Python traceback of an error (same as {DEBUG_ENV}=1)")
     args = parser.parse_args(argv[1:])
+    state["debug"] = args.debug
+    return int(module.run(args) or 0)
+
+
+def _fail(message: str, code: int, state: dict) -> int:
+    if state["debug"]:
+        traceback.print_exc()
+    print(" ".join(message.splitlines()), file=sys.stderr)  # a file name with a newline still makes one line
+    return code
+
+
+def _tolerant_streams() -> None:
+    """Never fail on printing: undecodable file names (surrogate escapes) or a non-UTF-8 terminal get escapes."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):  # replaced streams (pytest's capture, io.StringIO) may not support it
+            pass
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise BrokenPipeError again."""
     try:
-        return int(module.run(args) or 0)
-    except CFMError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

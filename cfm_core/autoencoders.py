@@ -14,7 +14,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from .errors import CFMError
+from .errors import CFMError, first_line
 
 SPACE_KINDS = ("pixels", "space_to_depth", "vae")
 
@@ -287,7 +287,11 @@ def read_autoencoder(path: str) -> FoundVAE:
         if not os.path.isfile(os.path.join(folder, "config.json")):
             raise CFMError(f"--vae folder {path!r} has no config.json (or vae/config.json); "
                            "pass a diffusers VAE folder or a .safetensors file")
-        vae = AutoencoderKL.from_pretrained(folder, local_files_only=True)
+        try:
+            vae = AutoencoderKL.from_pretrained(folder, local_files_only=True)
+        except Exception as exc:  # diffusers raises OSError, ValueError, JSONDecodeError, UnpicklingError, ...
+            raise CFMError(f"--vae folder {folder!r} could not be loaded as a diffusers AutoencoderKL "
+                           f"({type(exc).__name__}: {first_line(exc)}); check its config.json and weights") from None
         family, family_from = family_from_diffusers_folder(folder, vae.config)
         scale = vae.config.get("scaling_factor")
         stated = (float(scale), float(vae.config.get("shift_factor") or 0.0)) if scale is not None else None
@@ -311,7 +315,11 @@ def read_autoencoder(path: str) -> FoundVAE:
     except (KeyError, IndexError) as exc:  # e.g. an encoder-only file
         raise CFMError(f"--vae {path!r} lacks the AutoencoderKL tensor {exc}; pass a complete VAE file") from None
     vae = AutoencoderKL(**cfg)
-    missing, unexpected = vae.load_state_dict(sd, strict=False)
+    try:
+        missing, unexpected = vae.load_state_dict(sd, strict=False)
+    except RuntimeError as exc:  # a tensor of the wrong shape
+        raise CFMError(f"--vae {path!r} has tensors that do not fit an AutoencoderKL ({first_line(exc)}); is the "
+                       "file complete and a VAE?") from None
     if missing:
         raise CFMError(f"--vae {path!r} lacks {len(missing)} tensors of an AutoencoderKL (e.g. {missing[0]}); "
                        "is it a VAE file?")

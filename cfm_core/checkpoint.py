@@ -18,7 +18,7 @@ import zipfile
 import torch
 
 from .autoencoders import LatentSpec
-from .errors import CFMError
+from .errors import CFMError, first_line
 from .model import CFMConfig, CFMModel
 from .unet import UNetConfig
 
@@ -29,9 +29,14 @@ OFFICIAL_ONLINE_PREFIX = "model.net."
 OFFICIAL_DIM_HEAD = 64
 
 
-def atomic_write(path: str, write) -> None:
-    """Call ``write(tmp_path)`` then move the finished file over ``path``; on any error leave ``path`` as it was."""
+def atomic_write(path: str, write, *, overwrite: bool = True) -> None:
+    """Call ``write(tmp_path)`` then move the finished file over ``path``; on any error leave ``path`` as it was.
+
+    ``overwrite=False``: the finished file is linked into place only if ``path`` still does not exist, so a file
+    that appeared meanwhile (another run writing to the same folder) is never replaced (CFMError instead)."""
     folder = os.path.dirname(os.path.abspath(path)) or "."
+    if os.path.isdir(path):
+        raise CFMError(f"{path!r} is a folder; pass a file name to write")
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
     os.close(fd)
@@ -40,11 +45,29 @@ def atomic_write(path: str, write) -> None:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp, _new_file_mode())  # mkstemp makes 0600 files; give the usual umask-based mode instead
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _link_new(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _link_new(tmp: str, path: str) -> None:
+    """Move ``tmp`` to ``path`` unless ``path`` exists: a hard link is created atomically or not at all."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise CFMError(f"{path!r} appeared while this run was working (another run writing there?); it was left "
+                       "as it is — pass --overwrite to replace it") from None
+    except OSError:  # a file system without hard links (FAT, some network shares): check, then rename
+        if os.path.lexists(path):
+            raise CFMError(f"{path!r} already exists; pass --overwrite to replace it") from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
 
 
 def _new_file_mode() -> int:
@@ -54,14 +77,30 @@ def _new_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def save_model(model: CFMModel, path: str, dtype: torch.dtype | None = None) -> None:
-    """Write ``model`` (weights + config) to ``path`` as safetensors, atomically."""
+def check_destination(path: str, *, overwrite: bool, inputs: tuple[str, ...] = (), what: str = "output") -> None:
+    """Before any work: refuse a folder, a path that is one of this command's ``inputs`` (even with --overwrite)
+    and an existing file unless ``overwrite``."""
+    if os.path.isdir(path):
+        example = os.path.join(path, "model.safetensors")
+        raise CFMError(f"{what} {path!r} is a folder; pass a file name such as {example!r}")
+    if not os.path.exists(path):
+        return
+    for source in inputs:
+        if source and os.path.exists(source) and os.path.samefile(path, source):
+            raise CFMError(f"{what} {path!r} is this command's own input {source!r}; write to another path")
+    if not overwrite:
+        raise CFMError(f"{what} {path!r} already exists; pass --overwrite to replace it or choose another path")
+
+
+def save_model(model: CFMModel, path: str, dtype: torch.dtype | None = None, *, overwrite: bool = True) -> None:
+    """Write ``model`` (weights + config) to ``path`` as safetensors, atomically (``overwrite=False``: never replace
+    a file, see :func:`atomic_write`)."""
     from safetensors.torch import save_file
 
     tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
                for k, v in model.net.state_dict().items()}
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": json.dumps(model.config.to_dict())}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta), overwrite=overwrite)
 
 
 def _is_pickle_or_zip(path: str) -> bool:
@@ -78,8 +117,12 @@ def read_config(path: str) -> CFMConfig:
 def _open(path: str):
     from safetensors import safe_open
 
+    if os.path.isdir(path):
+        raise CFMError(f"model file {path!r} is a folder; pass the CFM .safetensors file inside it")
     if not os.path.isfile(path):
         raise CFMError(f"model file {path!r} does not exist; pass the path of a CFM .safetensors file")
+    if os.path.getsize(path) == 0:
+        raise CFMError(f"model file {path!r} is empty (0 bytes); an interrupted copy? copy or export it again")
     if _is_pickle_or_zip(path):
         raise CFMError(f"model file {path!r} is a pickle checkpoint, which could run code when loaded; convert it "
                        "with `python -m cfm_core convert-official IN.ckpt OUT.safetensors`")
@@ -87,7 +130,7 @@ def _open(path: str):
         handle = safe_open(path, framework="pt")
         meta = handle.metadata() or {}
     except Exception as exc:
-        raise CFMError(f"model file {path!r} is not a readable safetensors file ({exc}); "
+        raise CFMError(f"model file {path!r} is not a readable safetensors file ({first_line(exc)}); "
                        "is it truncated or another format?") from None
     if meta.get("format") != FORMAT:
         raise CFMError(f"model file {path!r} is not a CFM checkpoint (no '{FORMAT}' metadata); "
@@ -96,31 +139,51 @@ def _open(path: str):
         raise CFMError(f"model file {path!r} lacks the 'config' metadata field; re-export it with cfm_core")
     try:
         config = CFMConfig.from_dict(json.loads(meta["config"]))
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise CFMError(f"model file {path!r} has a broken config metadata field ({exc!r}); re-export it") from None
+    except CFMError as exc:
+        raise CFMError(f"model file {path!r} has an invalid config: {exc}; re-export it") from None
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+        raise CFMError(f"model file {path!r} has a broken config metadata field ({type(exc).__name__}: "
+                       f"{first_line(exc)}); re-export it") from None
     return handle, config
 
 
 def load_model(path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> CFMModel:
     """Build the model a checkpoint describes and load its weights (eval mode, on ``device`` in ``dtype``)."""
     handle, config = _open(path)
+    _check_shapes(path, handle, config)  # from the header, before anything is allocated
     model = CFMModel(config)
-    expected = model.net.state_dict()
     try:
         tensors = {k: handle.get_tensor(k) for k in handle.keys()}
     except Exception as exc:
-        raise CFMError(f"model file {path!r} is truncated or corrupt ({exc}); download or export it again") from None
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
+        raise CFMError(f"model file {path!r} is truncated or corrupt ({first_line(exc)}); download or export it "
+                       "again") from None
+    model.net.load_state_dict(tensors)
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def _check_shapes(path: str, handle, config: CFMConfig) -> None:
+    """The tensors the config declares against the file's header (names, shapes, float dtypes), with the model
+    built on the meta device: a config claiming 128000 channels is refused without allocating 262 GB."""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in CFMModel(config).net.state_dict().items()}
+    try:
+        stored = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
+        dtypes = {handle.get_slice(k).get_dtype() for k in handle.keys()}
+    except Exception as exc:
+        raise CFMError(f"model file {path!r} is truncated or corrupt ({first_line(exc)}); download or export it "
+                       "again") from None
+    missing = sorted(set(expected) - set(stored))
+    extra = sorted(set(stored) - set(expected))
     if missing or extra:
         raise CFMError(f"model file {path!r} does not match its own config ({len(missing)} missing, {len(extra)} "
                        f"unexpected tensors, e.g. {(missing or extra)[0]}); the file is damaged")
-    bad = [k for k in tensors if tensors[k].shape != expected[k].shape]
+    bad = [k for k in stored if stored[k] != expected[k]]
     if bad:
-        raise CFMError(f"model file {path!r}: tensor {bad[0]} has shape {tuple(tensors[bad[0]].shape)}, "
-                       f"config says {tuple(expected[bad[0]].shape)}; the file is damaged")
-    model.net.load_state_dict(tensors)
-    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        raise CFMError(f"model file {path!r}: tensor {bad[0]} has shape {stored[bad[0]]}, "
+                       f"config says {expected[bad[0]]}; the file is damaged")
+    if not dtypes <= {"F32", "F16", "BF16", "F64"}:
+        raise CFMError(f"model file {path!r} holds {sorted(dtypes - {'F32', 'F16', 'BF16', 'F64'})[0]} tensors; CFM "
+                       "weights are floating point: the file is damaged or not a CFM model")
 
 
 # ---------------------------------------------------------------- official checkpoints, read without running code
@@ -238,8 +301,10 @@ def official_config(net_sd: dict, dim_head: int = OFFICIAL_DIM_HEAD) -> UNetConf
 
 
 def convert_official(src: str, dst: str, *, use_ema: bool = True, latent: LatentSpec | None = None,
-                     dim_head: int = OFFICIAL_DIM_HEAD) -> CFMModel:
-    """Convert an official fm-boosting Lightning checkpoint to a self-describing safetensors file."""
+                     dim_head: int = OFFICIAL_DIM_HEAD, overwrite: bool = True) -> CFMModel:
+    """Convert an official fm-boosting Lightning checkpoint to a self-describing safetensors file (``dst`` must
+    not be ``src`` itself)."""
+    check_destination(dst, overwrite=overwrite, inputs=(src,))
     sd = read_official_state_dict(src)
     prefix = OFFICIAL_EMA_PREFIX if use_ema else OFFICIAL_ONLINE_PREFIX
     net_sd = {k[len(prefix):]: v for k, v in sd.items() if isinstance(k, str) and k.startswith(prefix)}
@@ -256,5 +321,5 @@ def convert_official(src: str, dst: str, *, use_ema: bool = True, latent: Latent
     except RuntimeError as exc:
         raise CFMError(f"{src!r}: the UNet tensors do not fit the architecture read off their shapes "
                        f"({str(exc).splitlines()[0]}); is it an fm-boosting checkpoint?") from None
-    save_model(model, dst)
+    save_model(model, dst, overwrite=overwrite)
     return model

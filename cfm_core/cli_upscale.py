@@ -33,6 +33,9 @@ FORMATS = ("png", "jpg", "webp")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MAX_OUTPUT_SIDE = 16384  # a 16k × 16k RGB output alone is 3 GB as float32; refuse beyond it
 AUTO_TILE = 512  # default --tile: latents up to this per side run whole, larger ones in tiles of at most this
+# image formats a user may type after -o that cannot be written (else "-o out.gif" would make a folder out.gif/)
+UNWRITABLE_EXTENSIONS = (".gif", ".apng", ".avif", ".heic", ".heif", ".jxl", ".jp2", ".ico", ".tga", ".ppm",
+                         ".pgm", ".pbm", ".pnm", ".exr", ".hdr", ".dds", ".psd", ".svg", ".pdf", ".raw", ".dng")
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class Settings:
     tile: int | None  # None = automatic
     overlap: int
     drop_alpha: bool
+    overwrite: bool = True  # False: never replace a file that appeared while the run was working
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model_path = args.model or require_bundled_model()
+    if os.path.isdir(model_path):
+        raise CFMError(f"--model {model_path!r} is a folder; pass the CFM .safetensors file inside it")
     if not os.path.isfile(model_path):
         raise CFMError(f"--model {model_path!r} does not exist; pass a CFM .safetensors file (train one with "
                        "`python -m cfm_core train --help`) or leave --model out to use the bundled model")
@@ -138,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     dtype = resolve_dtype(args.dtype, device)
     settings = Settings(stages=scale // config.factor, solver=args.solver, steps=args.steps, seed=args.seed,
                         noise_step=args.noise_step, tile=args.tile, overlap=args.overlap,
-                        drop_alpha=args.drop_alpha)
+                        drop_alpha=args.drop_alpha, overwrite=args.overwrite)
     with torch.inference_mode():
         model, space = load(model_path, args.vae, device, dtype)
         return process(jobs, model, space, settings, quiet=args.quiet)
@@ -181,6 +187,9 @@ def plan_jobs(sources: list[str], output: str, fmt: str | None, scale: int, comp
     path ending in '/'; otherwise it is a folder, and the inputs' sub-folders (relative to their common
     folder) are mirrored in it.
     """
+    ext = os.path.splitext(output)[1].lower()
+    if ext in UNWRITABLE_EXTENSIONS and not os.path.isdir(output):
+        raise CFMError(f"-o {output!r}: {ext} output is not supported; write .png, .jpg or .webp (or pass a folder)")
     as_folder = (output.endswith(("/", os.sep)) or os.path.isdir(output) or len(sources) > 1
                  or _image_extension(output) is None)
     if not as_folder:
@@ -342,13 +351,15 @@ def upscale_alpha(alpha: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def upscale_file(model, space, job: Job, settings: Settings, scale: int, fmt: str,
                  callback: Callable | None = None) -> Upscaled:
-    from .images import load_image
+    from .images import image_size, load_image
 
+    w, h = image_size(job.source)  # from the header: a too-big image is refused before it is decoded
+    if max(h, w) * scale > MAX_OUTPUT_SIDE:
+        fix = "crop or downscale the image" + (", or use --scale 2" if scale > 2 else "")
+        raise CFMError(f"{job.source}: the output would be {w * scale}×{h * scale}, over {MAX_OUTPUT_SIDE} px per "
+                       f"side; {fix}")
     loaded = load_image(job.source, keep_alpha=not settings.drop_alpha)
     h, w = loaded.rgb.shape[-2:]
-    if max(h, w) * scale > MAX_OUTPUT_SIDE:
-        raise CFMError(f"{job.source}: the output would be {w * scale}×{h * scale}, over {MAX_OUTPUT_SIDE} px per "
-                       "side; crop or downscale the image, or use --scale 2")
     alpha = loaded.alpha
     if alpha is not None and bool((alpha >= 1).all()):
         alpha = None  # fully opaque: dropping it loses nothing
@@ -384,12 +395,12 @@ def comparison(low_rgb: torch.Tensor, result: torch.Tensor, gap: int = 8) -> tor
     return torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1).float() / 255
 
 
-def save(path: str, rgb: torch.Tensor, alpha: torch.Tensor | None = None) -> None:
+def save(path: str, rgb: torch.Tensor, alpha: torch.Tensor | None = None, *, overwrite: bool = True) -> None:
     """:func:`cfm_core.images.save_image` (atomic) with OS errors turned into a one-line CFMError."""
     from .images import save_image
 
     try:
-        save_image(path, rgb, alpha)
+        save_image(path, rgb, alpha, overwrite=overwrite)
     except OSError as exc:
         raise CFMError(f"cannot write {path!r} ({exc.strerror or exc}); check that the folder is writable") from None
 
@@ -430,9 +441,13 @@ def process_one(job: Job, model, space, settings: Settings, bar) -> str:
         if error is None:
             raise
         raise error from None
-    save(job.target, done.rgb, done.alpha)
+    save(job.target, done.rgb, done.alpha, overwrite=settings.overwrite)
     if job.compare:
-        save(job.compare, comparison(done.low_rgb, done.rgb))
+        try:
+            save(job.compare, comparison(done.low_rgb, done.rgb), overwrite=settings.overwrite)
+        except BaseException:  # e.g. disk full: take the main output back, so a rerun does not find half a job
+            os.unlink(job.target)
+            raise
     (h, w), (oh, ow) = done.low_rgb.shape[-2:], done.rgb.shape[-2:]
     return f"{job.source}: {w}×{h} → {ow}×{oh}, {done.nfe} NFE, {time.perf_counter() - start:.2f} s → {job.target}"
 

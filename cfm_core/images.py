@@ -1,14 +1,17 @@
 """Reading and writing images: the one place that knows about files, modes and folders."""
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 import glob
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .errors import CFMError
+from .errors import CFMError, first_line
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 MAX_PIXELS = 64 * 1024 * 1024  # refuse decompression bombs / images too big to upscale on one machine
@@ -22,21 +25,64 @@ class LoadedImage:
 
 
 def list_images(inputs: list[str] | str, recursive: bool = True) -> list[str]:
-    """Files, folders (searched recursively) and glob patterns → sorted unique image paths."""
+    """Files, folders (searched recursively) and glob patterns → sorted unique image paths.
+
+    Folders are walked without entering a folder twice (a link to itself or to a parent would otherwise loop
+    for ever); hidden files and folders (name starting with '.', e.g. an unfinished ``.tmp-*`` write) are skipped,
+    as ``glob`` does."""
     inputs = [inputs] if isinstance(inputs, str) else list(inputs)
     found: list[str] = []
     for item in inputs:
         if os.path.isdir(item):
-            pattern = os.path.join(item, "**", "*") if recursive else os.path.join(item, "*")
-            found += [p for p in glob.glob(pattern, recursive=recursive) if p.lower().endswith(IMAGE_EXTENSIONS)]
+            found += [p for p in _walk_files(item, recursive) if p.lower().endswith(IMAGE_EXTENSIONS)]
         elif os.path.isfile(item):
             found.append(item)
         else:
-            matches = glob.glob(item, recursive=True)
+            matches = _glob(item)
             if not matches:
                 raise CFMError(f"input {item!r} is neither a file, a folder nor a matching glob pattern")
             found += [p for p in matches if os.path.isfile(p)]
     return sorted(dict.fromkeys(os.path.normpath(p) for p in found))
+
+
+def _walk_files(folder: str, recursive: bool = True) -> list[str]:
+    """Non-hidden files under ``folder``, entering each real folder once (links to folders are followed)."""
+    files: list[str] = []
+    seen: set[str] = set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
+        files += [os.path.join(root, n) for n in sorted(names) if not n.startswith(".")]
+    return files
+
+
+def _glob(pattern: str) -> list[str]:
+    """``glob`` for patterns; a ``**`` pattern is matched against a loop-safe walk of its fixed leading folder
+    (``glob``'s own ``**`` follows folder links without end)."""
+    if "**" not in pattern:
+        return glob.glob(pattern)
+    parts = pattern.replace(os.sep, "/").split("/")
+    fixed = 0
+    while fixed < len(parts) - 1 and not glob.has_magic(parts[fixed]):
+        fixed += 1
+    root = "/".join(parts[:fixed]) or ("/" if pattern.startswith("/") else "")
+    if root and not os.path.isdir(root):
+        return []
+    return [path for path in _walk_files(root or ".")
+            if _matches(parts[fixed:], os.path.relpath(path, root or ".").split(os.sep))]
+
+
+def _matches(parts: list[str], names: list[str]) -> bool:
+    """Glob components against path components; ``**`` spans any number of folders, including none."""
+    if not parts:
+        return not names
+    if parts[0] == "**":
+        return any(_matches(parts[1:], names[i:]) for i in range(len(names) + 1))
+    return bool(names) and fnmatch.fnmatch(names[0], parts[0]) and _matches(parts[1:], names[1:])
 
 
 def load_image(path: str, *, keep_alpha: bool = True) -> LoadedImage:
@@ -44,8 +90,11 @@ def load_image(path: str, *, keep_alpha: bool = True) -> LoadedImage:
     from PIL import Image, UnidentifiedImageError
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    if os.path.isdir(path):
+        raise CFMError(f"{path}: is a folder, not an image; pass the folder itself as an input to use its images")
     try:
-        with Image.open(path) as opened:
+        with _no_bomb_warning(), Image.open(path) as opened:  # the size is checked just below
+            _check_size_and_frames(path, opened)  # from the header, before decoding anything
             mode = opened.mode
             if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
                 raise CFMError(f"{path}: colour mode {mode} is not supported; convert the image to RGB first")
@@ -64,10 +113,44 @@ def load_image(path: str, *, keep_alpha: bool = True) -> LoadedImage:
         raise
     except Image.DecompressionBombError:
         raise CFMError(f"{path}: image is larger than {MAX_PIXELS} pixels; downscale it first") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise CFMError(f"{path}: not a readable image ({exc})") from None
+    except (UnidentifiedImageError, OSError, ValueError, EOFError) as exc:
+        raise CFMError(f"{path}: not a readable image ({first_line(exc)})") from None
     tensor = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255
     return LoadedImage(rgb=tensor, alpha=alpha if keep_alpha else None, path=path)
+
+
+def image_size(path: str) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding the pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with _no_bomb_warning(), Image.open(path) as opened:  # callers check the size
+            return opened.size
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise CFMError(f"{path}: not a readable image ({first_line(exc)})") from None
+
+
+@contextlib.contextmanager
+def _no_bomb_warning():
+    """Pillow warns between 1× and 2× its pixel limit; we refuse such images ourselves, with a clearer message."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
+def _check_size_and_frames(path: str, im) -> None:
+    """Refuse images too big to decode (the header gives the size) and animations, whose other frames would be lost."""
+    w, h = im.size
+    if w * h > MAX_PIXELS:
+        raise CFMError(f"{path}: image is {w}×{h} = {w * h / 1e6:.0f} MP, over the limit of {MAX_PIXELS / 1e6:.0f} MP; "
+                       "crop or downscale it first")
+    frames = getattr(im, "n_frames", 1)
+    if frames > 1:
+        kind = "a multi-page TIFF" if im.format == "TIFF" else f"an animated {im.format or 'image'}"
+        raise CFMError(f"{path}: is {kind} with {frames} frames; only still images are supported — export the "
+                       "frame you want as PNG first")
 
 
 def _more_than_8_bits(im) -> bool:
@@ -102,8 +185,9 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     return (image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
-def save_image(path: str, rgb: torch.Tensor, alpha: torch.Tensor | None = None) -> None:
-    """Write (3, H, W) [+ (1, H, W) alpha] atomically; the format follows the extension."""
+def save_image(path: str, rgb: torch.Tensor, alpha: torch.Tensor | None = None, *, overwrite: bool = True) -> None:
+    """Write (3, H, W) [+ (1, H, W) alpha] atomically; the format follows the extension. ``overwrite=False``
+    refuses to replace a file that exists when the image is ready (see :func:`cfm_core.checkpoint.atomic_write`)."""
     from PIL import Image
 
     from .checkpoint import atomic_write
@@ -122,7 +206,7 @@ def save_image(path: str, rgb: torch.Tensor, alpha: torch.Tensor | None = None) 
         image.save(tmp, format=fmt, **options)
         os.chmod(tmp, _new_file_mode())  # the temporary file is private (0600); give the result the usual mode
 
-    atomic_write(path, write)
+    atomic_write(path, write, overwrite=overwrite)
 
 
 def _new_file_mode() -> int:

@@ -1,6 +1,7 @@
 """A CFM model: the velocity UNet plus everything needed to run it (its self-description)."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -10,6 +11,7 @@ from .augment import DEFAULT_NOISE_STEP, alpha_bar
 from .autoencoders import LatentSpec
 from .errors import CFMError
 from .path import check_objective, check_prediction, output_to_velocity
+from .solvers import check_solver, check_steps
 from .unet import UNetConfig, VelocityUNet
 
 
@@ -33,6 +35,26 @@ class CFMConfig:
         check_objective(self.objective)
         check_prediction(self.prediction)
         alpha_bar(self.noise_step)
+        try:  # a checkpoint's defaults are used when the user sets nothing: refuse broken ones when the file opens
+            check_solver(self.default_solver)
+            check_steps(self.default_steps)
+        except CFMError as exc:
+            raise CFMError(f"the model's default {exc}") from None
+        if not isinstance(self.sigma_min, (int, float)) or not 0 <= self.sigma_min < 1:
+            raise CFMError(f"sigma_min={self.sigma_min!r} must be a number in [0, 1)")
+        if not isinstance(self.upsample, str) or not isinstance(self.training, dict):
+            raise CFMError("upsample must be a string and training a dict of notes")
+        spec = self.latent
+        for name in ("channels", "downscale"):
+            value = getattr(spec, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
+                raise CFMError(f"latent {name}={value!r} must be an integer in [1, 1024]")
+        for name in ("scale_factor", "shift_factor"):
+            value = getattr(spec, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or \
+                    (name == "scale_factor" and value == 0):
+                raise CFMError(f"latent {name}={value!r} must be a finite number" +
+                               (" other than 0" if name == "scale_factor" else ""))
         if self.factor not in (2, 4):
             raise CFMError(f"upscale factor={self.factor} is unsupported; use 2 (or 4)")
         if self.unet.latent_channels != self.latent.channels:
@@ -46,6 +68,8 @@ class CFMConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> CFMConfig:
+        if not isinstance(d, dict) or not isinstance(d.get("unet"), dict) or not isinstance(d.get("latent"), dict):
+            raise CFMError(f"a CFM config is a JSON object with 'unet' and 'latent' objects, got {str(d)[:80]!r}")
         d = dict(d)
         d["unet"] = UNetConfig.from_dict(d["unet"])
         d["latent"] = LatentSpec.from_dict(d["latent"])
@@ -84,6 +108,20 @@ class CFMModel(nn.Module):
     def forward(self, x_t: torch.Tensor, t: torch.Tensor | float, z_up: torch.Tensor) -> torch.Tensor:
         if x_t.shape != z_up.shape:
             raise CFMError(f"x_t {tuple(x_t.shape)} and z_up {tuple(z_up.shape)} must have the same shape")
+        c = self.config.latent.channels
+        if x_t.ndim != 4 or x_t.shape[1] != c:
+            raise CFMError(f"x_t and z_up have shape {tuple(x_t.shape)} but this CFM model takes [B, {c}, H, W] "
+                           f"({self.config.latent.name}) latents; use a model trained for this latent space")
         out = self.net(x_t, t, z_up)
         cfg = self.config
-        return output_to_velocity(out, x_t, t, z_up, cfg.prediction, cfg.sigma_min).to(x_t.dtype)
+        v = output_to_velocity(out, x_t, t, z_up, cfg.prediction, cfg.sigma_min).to(x_t.dtype)
+        check_finite_output(v, self.dtype)
+        return v
+
+
+def check_finite_output(v: torch.Tensor, dtype: torch.dtype) -> None:
+    """NaN/inf from the network is an error, never an image (NaN pixels save as black)."""
+    if not torch.isfinite(v).all():
+        name = str(dtype).replace("torch.", "")
+        raise CFMError(f"the CFM model produced NaN or inf values running in {name}; try fp32 (--dtype fp32, or "
+                       "dtype fp32 in CFMLoader), and if that does not help the model file is damaged")

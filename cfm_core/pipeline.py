@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from .autoencoders import LatentSpace, PixelSpace, SpaceToDepth
 from .errors import CFMError
-from .model import CFMModel
+from .model import CFMModel, check_finite_output
 from .path import start_point
 from .solvers import StepInfo, check_solver, check_steps, integrate
 from .tiling import TiledVelocity
@@ -66,6 +66,7 @@ def boost(model: CFMModel, z_up: torch.Tensor, *, solver: str | None = None, ste
         velocity = TiledVelocity(network, tile, overlap, stride=cfg.unet.stride, interrupt=interrupt)
     result = integrate(lambda x, t: velocity(x, t, context), x0.to(model.device), solver=solver, steps=steps,
                        callback=callback)
+    check_finite_output(result.x, model.dtype)  # e.g. an adaptive solver's step blowing up
     return UpscaleResult(latent=result.x, nfe=result.nfe, steps=result.steps, seconds=result.seconds)
 
 
@@ -110,6 +111,7 @@ def upscale_image(model: CFMModel, image: torch.Tensor, space: LatentSpace | Non
     space = space or weights_free_space(model)
     if image.ndim != 4 or image.shape[1] != 3:
         raise CFMError(f"image must be [B, 3, H, W] RGB, got shape {tuple(image.shape)}")
+    check_image_range(image)
     f, d = model.config.factor, model.config.latent.downscale
     h, w = image.shape[-2:]
     if h % d or w % d:
@@ -119,8 +121,27 @@ def upscale_image(model: CFMModel, image: torch.Tensor, space: LatentSpace | Non
         up = F.interpolate(image.float() * 2 - 1, scale_factor=f, mode="bilinear", align_corners=False)
         z_up = space.encode(up.to(_space_device(space, model)))
         result = boost(model, z_up, **kwargs)
-        out = (space.decode(result.latent).float().clamp(-1, 1) + 1) / 2
+        decoded = space.decode(result.latent).float()
+        if not torch.isfinite(decoded).all():
+            raise CFMError("the VAE decoded the upscaled latent to NaN or inf values; run the VAE in fp32 or bf16 "
+                           "(fp16 VAEs overflow)")
+        out = (decoded.clamp(-1, 1) + 1) / 2
     return out.cpu(), UpscaleResult(result.latent, result.nfe, result.steps, time.perf_counter() - start)
+
+
+def check_image_range(image: torch.Tensor) -> None:
+    """A float image in [0, 1]: 8-bit tensors (0–255) and [-1, 1] images would come back white or washed out."""
+    if not image.is_floating_point():
+        raise CFMError(f"image is a {str(image.dtype).replace('torch.', '')} tensor; pass floats in [0, 1] "
+                       "(e.g. image.float() / 255 for 8-bit values)")
+    if image.numel() == 0:
+        raise CFMError(f"image of shape {tuple(image.shape)} is empty")
+    if not torch.isfinite(image).all():
+        raise CFMError("image contains NaN or inf values; check what produced it")
+    low, high = float(image.min()), float(image.max())
+    if low < -1e-3 or high > 1 + 1e-3:
+        raise CFMError(f"image values span [{low:.3g}, {high:.3g}] but must lie in [0, 1] (divide 8-bit values by "
+                       "255; map [-1, 1] images with (x + 1) / 2)")
 
 
 def _space_device(space: LatentSpace, model: CFMModel) -> torch.device:

@@ -29,7 +29,7 @@ from .autoencoders import DiffusersVAE, LatentSpace, PixelSpace, SpaceToDepth
 from .checkpoint import atomic_write, save_model
 from .data import LatentCache, LatentSource, PairSource, PairSpec, scan_images
 from .ema import EMA
-from .errors import CFMError
+from .errors import CFMError, first_line
 from .model import CFMConfig, CFMModel
 from .path import OBJECTIVES, PREDICTIONS, WEIGHTINGS, training_loss
 from .unet import PRESETS, preset
@@ -111,6 +111,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (default 500)")
     g.add_argument("--log-every", type=int, default=10)
     g.add_argument("--export", default=None, help="also write the EMA model here (.safetensors)")
+    g.add_argument("--overwrite", action="store_true", help="let --export replace an existing file")
     g.add_argument("--export-dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     g.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
@@ -174,9 +175,9 @@ def fold_context_input(state: dict, channels: int) -> dict:
 
 
 def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    from .devices import resolve_device
+
+    return resolve_device(name)
 
 
 def pick_precision(name: str, device: torch.device) -> str:
@@ -233,24 +234,77 @@ def _save_state(path: str, state: dict) -> None:
         raise
 
 
+STATE_KEYS = ("step", "net", "ema", "optim", "config")
+
+
 def _load_state(path: str) -> dict:
+    """A saved training state, read with torch's weights-only loader (no code from the file runs) and checked."""
+    import pickle
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CFMError(f"training state {path!r} holds objects other than tensors and numbers, so it was not loaded "
+                       "(nothing from it ran); it is not a cfm_core train_state.pt — start a new --out") from None
     except Exception as exc:
-        raise CFMError(f"training state {path!r} is unreadable ({exc}); start a new --out") from None
+        raise CFMError(f"training state {path!r} is unreadable ({first_line(exc)}); it is damaged — start a new "
+                       "--out") from None
+    if not isinstance(state, dict) or any(k not in state for k in STATE_KEYS):
+        have = sorted(state)[:6] if isinstance(state, dict) else type(state).__name__
+        raise CFMError(f"training state {path!r} lacks {[k for k in STATE_KEYS if k not in (state or {})]} (has "
+                       f"{have}); it is damaged or not a cfm_core train_state.pt — start a new --out")
+    bad = [k for k in ("net", "ema", "optim") if not isinstance(state[k], dict)]
+    if bad or isinstance(state["step"], bool) or not isinstance(state["step"], int) or state["step"] < 0:
+        raise CFMError(f"training state {path!r} has a malformed {(bad or ['step'])[0]!r} entry; it is damaged — "
+                       "start a new --out")
+    return state
 
 
-def export_model(weights: dict, config: CFMConfig, path: str, dtype: str, summary: dict) -> None:
+def _state_config(state: dict, path: str) -> CFMConfig:
+    try:
+        return CFMConfig.from_dict(json.loads(state["config"]))
+    except CFMError as exc:
+        raise CFMError(f"training state {path!r} has an invalid config ({exc}); start a new --out") from None
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise CFMError(f"training state {path!r} has a broken config ({first_line(exc)}); start a new --out") from None
+
+
+def export_model(weights: dict, config: CFMConfig, path: str, dtype: str, summary: dict, *,
+                 overwrite: bool = True) -> None:
     """Write ``weights`` (a UNet state dict, e.g. the EMA's) as a self-describing model with ``summary``."""
     model = CFMModel(replace(config, training=summary))
-    model.net.load_state_dict(weights)
+    _load_weights(model.net, weights, path)
     dt = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
     try:
-        save_model(model, path, dtype=dt)
+        save_model(model, path, dtype=dt, overwrite=overwrite)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise CFMError(f"disk full while writing {path}; nothing was overwritten — free space and retry") from None
         raise
+
+
+def _load_weights(module: torch.nn.Module, weights: dict, what: str) -> None:
+    try:
+        module.load_state_dict(weights)
+    except (RuntimeError, TypeError, KeyError, ValueError) as exc:
+        raise CFMError(f"the saved weights for {what!r} do not fit the run's architecture ({first_line(exc)}); the "
+                       "training state is damaged — start a new --out") from None
+
+
+def read_log(log_path: str) -> tuple[list[dict], list[str]]:
+    """The records of a run's log.jsonl and their raw lines; lines that are not a JSON record with a step (a line
+    cut off by a crash, an edit) are skipped."""
+    records, lines = [], []
+    with open(log_path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("step"), int) and isinstance(rec.get("loss"), (int, float)):
+                records.append(rec)
+                lines.append(line if line.endswith("\n") else line + "\n")
+    return records, lines
 
 
 def plot_loss(log_path: str, png_path: str) -> None:
@@ -259,12 +313,8 @@ def plot_loss(log_path: str, png_path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps, losses = [], []
-    with open(log_path) as fh:
-        for line in fh:
-            rec = json.loads(line)
-            steps.append(rec["step"])
-            losses.append(rec["loss"])
+    records, _ = read_log(log_path)
+    steps, losses = [r["step"] for r in records], [r["loss"] for r in records]
     if not steps:
         return
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -276,6 +326,32 @@ def plot_loss(log_path: str, png_path: str) -> None:
 
 
 # ------------------------------------------------------------------ the loop
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """One-line errors for flag values that would fail later (a division by --save-every 0 after the first step)."""
+    for flag, value, low in (("--batch-size", args.batch_size, 1), ("--grad-accum", args.grad_accum, 1),
+                             ("--max-steps", args.max_steps, 1), ("--save-every", args.save_every, 1),
+                             ("--log-every", args.log_every, 1), ("--crop", args.crop, 1),
+                             ("--warmup", args.warmup, 0), ("--ema-start", args.ema_start, 0),
+                             ("--threads", args.threads if args.threads is not None else 0, 0),
+                             ("--cache-size", args.cache_size if args.cache_size is not None else 1, 1)):
+        if value < low:
+            raise CFMError(f"{flag} {value} must be ≥ {low}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise CFMError(f"--lr {args.lr:g} must be a positive number")
+    if not 0.0 <= args.ema_decay <= 1.0:
+        raise CFMError(f"--ema-decay {args.ema_decay:g} must lie in [0, 1] (official 0.999)")
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        raise CFMError(f"--max-minutes {args.max_minutes:g} must be positive")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise CFMError(f"--out {args.out!r} is a file; pass a folder for the run")
+    if args.export:
+        from .checkpoint import check_destination
+
+        run_files = tuple(os.path.join(args.out, name) for name in (STATE_FILE, LOG_FILE))
+        check_destination(args.export, overwrite=args.overwrite, inputs=(*run_files, args.init_from or ""),
+                          what="--export")
+
 
 def check_schedule(args: argparse.Namespace) -> None:
     if args.lr_schedule == "constant" and (args.decay_from is not None or args.lr_min):
@@ -289,6 +365,7 @@ def check_schedule(args: argparse.Namespace) -> None:
 class Trainer:
     def __init__(self, args: argparse.Namespace):
         self.args = args
+        check_arguments(args)
         check_schedule(args)
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
@@ -306,6 +383,21 @@ class Trainer:
         self.space = build_space(args, self.device)
         self.config = build_config(args, self.space)
         os.makedirs(args.out, exist_ok=True)
+        self._lock = _lock_run(args.out) if self.rank == 0 else None
+        try:
+            self._setup()
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Let go of the run folder's lock (the process may go on: tests, notebooks)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def _setup(self) -> None:
+        args = self.args
         self.state_path = os.path.join(args.out, STATE_FILE)
         torch.manual_seed(args.seed)  # the initial weights are part of the run's reproducibility
         self.model = CFMModel(self.config).to(self.device)
@@ -338,16 +430,18 @@ class Trainer:
     def _resume(self) -> None:
         if not os.path.isfile(self.state_path):
             raise CFMError(f"--resume: no {STATE_FILE} in {self.args.out!r}; drop --resume to start a new run")
+        if self.rank == 0:
+            _remove_stale_temporaries(self.args.out)
         state = _load_state(self.state_path)
-        saved = CFMConfig.from_dict(json.loads(state["config"]))
+        saved = _state_config(state, self.state_path)
         if (saved.unet, saved.latent, saved.prediction) != (self.config.unet, self.config.latent,
                                                             self.config.prediction):
             raise CFMError(f"--resume: the run in {self.args.out!r} has architecture {saved.unet.to_dict()} in "
                            f"space {saved.latent.name!r} with prediction {saved.prediction!r}; pass the same "
                            "model/space/--prediction flags as when it started")
-        self.model.net.load_state_dict(state["net"])
-        self.ema.model.load_state_dict(state["ema"])
-        self.optim.load_state_dict(state["optim"])
+        _load_weights(self.model.net, state["net"], self.state_path)
+        _load_weights(self.ema.model, state["ema"], self.state_path)
+        _load_weights(self.optim, state["optim"], self.state_path)
         self.step = int(state["step"])
         self.elapsed_before = float(state.get("elapsed", 0.0))
         self._truncate_log()
@@ -357,9 +451,14 @@ class Trainer:
         path = os.path.join(self.args.out, LOG_FILE)
         if self.rank or not os.path.isfile(path):
             return
-        with open(path) as fh:
-            kept = [line for line in fh if line.strip() and json.loads(line)["step"] <= self.step]
-        atomic_write(path, lambda tmp: open(tmp, "w").writelines(kept))
+        records, lines = read_log(path)
+        kept = [line for rec, line in zip(records, lines) if rec["step"] <= self.step]
+
+        def write(tmp: str) -> None:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.writelines(kept)
+
+        atomic_write(path, write)
 
     def _data(self):
         a = self.args
@@ -474,7 +573,8 @@ class Trainer:
                     window, t_window = [], time.time()
                 if self.step % a.save_every == 0:
                     self.save(time.time() - start)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            self.stop_signal = getattr(exc, "signum", 2)  # SIGINT unless the SIGTERM handler raised it
             print(f"\ninterrupted at step {self.step}; saving so that --resume continues", file=sys.stderr)
         finally:
             bar.close()
@@ -485,7 +585,7 @@ class Trainer:
             weights = self.ema.model.state_dict()
             export_model(weights, self.config, os.path.join(a.out, MODEL_FILE), a.export_dtype, summary)
             if a.export:
-                export_model(weights, self.config, a.export, a.export_dtype, summary)
+                export_model(weights, self.config, a.export, a.export_dtype, summary, overwrite=a.overwrite)
             if os.path.isfile(log_path):
                 plot_loss(log_path, os.path.join(a.out, "loss.png"))
         if self.world > 1:
@@ -500,15 +600,67 @@ def _stop_on_sigterm() -> None:
     import threading
 
     def stop(signum, frame):
-        raise KeyboardInterrupt
+        interrupt = KeyboardInterrupt()
+        interrupt.signum = signum  # the exit code says which: 130 for Ctrl-C, 143 for SIGTERM
+        raise interrupt
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)  # background jobs start with SIGINT ignored
 
 
+LOCK_FILE = ".train.lock"
+
+
+def _lock_run(folder: str):
+    """Hold an exclusive lock on the run folder for the process's life: a second train on the same --out would
+    write the same state and log files. POSIX only (elsewhere the check is skipped)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    handle = open(os.path.join(folder, LOCK_FILE), "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise CFMError(f"--out {folder!r} is in use by another train process; wait for it to finish or pick "
+                       "another --out") from None
+    return handle
+
+
+def _remove_stale_temporaries(folder: str) -> None:
+    """Delete ``.tmp-*`` files a killed save left behind (under the run lock, so none is being written)."""
+    ours = (STATE_FILE, MODEL_FILE, LOG_FILE, "loss.png")
+    for name in os.listdir(folder):
+        if name.startswith(".tmp-") and name.endswith(ours):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, name))
+
+
+def _remove_if_empty(folder: str) -> None:
+    """Take back an --out folder this run created when it failed before writing anything into it."""
+    with contextlib.suppress(OSError):
+        entries = os.listdir(folder)
+        if set(entries) <= {LOCK_FILE}:
+            for name in entries:
+                os.unlink(os.path.join(folder, name))
+            os.rmdir(folder)
+
+
 def run(args: argparse.Namespace) -> int:
-    summary = Trainer(args).run()
+    created = not os.path.exists(args.out)
+    try:
+        trainer = Trainer(args)
+    except BaseException:
+        if created and int(os.environ.get("RANK", "0")) == 0:
+            _remove_if_empty(args.out)
+        raise
+    try:
+        summary = trainer.run()
+    finally:
+        trainer.release()
     if int(os.environ.get("RANK", "0")) == 0 and not args.quiet:
         print(json.dumps(summary))
-    return 0
+    signum = getattr(trainer, "stop_signal", None)
+    return 128 + signum if signum else 0  # stopped by a signal: saved, but the run did not finish

@@ -19,6 +19,21 @@ from .errors import CFMError
 ATTENTION_LAYOUTS = ("sdpa", "official")
 
 
+# Plausibility bounds for the architecture a file or flag declares, far above any real model (the paper's largest
+# has 128 channels, ×8, 3 blocks): a checkpoint's config is read before its tensors, and a hostile one asking for
+# 10⁹ blocks must be refused, not built.
+MAX_LEVELS = 12
+MAX_MULT = 64
+_INT_RANGES = {"latent_channels": (1, 1024), "model_channels": (1, 16384), "num_res_blocks": (0, 64),
+               "num_heads": (1, 1024), "dim_head": (1, 4096), "norm_groups": (1, 1024)}
+
+
+def _int_in(name: str, value, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise CFMError(f"UNet {name}={value!r} must be an integer in [{low}, {high}]")
+    return value
+
+
 @dataclass(frozen=True)
 class UNetConfig:
     """Architecture of the velocity UNet. ``attention_resolutions`` are downsample factors (1, 2, 4, ...)."""
@@ -35,12 +50,19 @@ class UNetConfig:
     attention: str = "sdpa"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "channel_mult", tuple(int(m) for m in self.channel_mult))
-        object.__setattr__(self, "attention_resolutions", tuple(int(r) for r in self.attention_resolutions))
+        for name, (low, high) in _INT_RANGES.items():  # a checkpoint's JSON may hold anything: check every field
+            object.__setattr__(self, name, _int_in(name, getattr(self, name), low, high))
+        for name in ("channel_mult", "attention_resolutions"):
+            values = getattr(self, name)
+            if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__") or len(values) > MAX_LEVELS:
+                raise CFMError(f"UNet {name}={values!r} must be a list of at most {MAX_LEVELS} integers")
+            object.__setattr__(self, name, tuple(_int_in(name, v, 1, MAX_MULT) for v in values))
+        if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise CFMError(f"UNet dropout={self.dropout!r} must be a number in [0, 1)")
         if self.attention not in ATTENTION_LAYOUTS:
             raise CFMError(f"attention={self.attention!r} is unknown; use one of {ATTENTION_LAYOUTS}")
-        if self.latent_channels < 1 or self.model_channels < 1 or not self.channel_mult:
-            raise CFMError("UNetConfig needs latent_channels ≥ 1, model_channels ≥ 1 and a non-empty channel_mult")
+        if not self.channel_mult:
+            raise CFMError("UNetConfig needs a non-empty channel_mult")
         for ch in {self.model_channels * m for m in self.channel_mult}:
             if ch % self.norm_groups:
                 raise CFMError(f"channel count {ch} is not divisible by norm_groups={self.norm_groups}; "

@@ -1,0 +1,29 @@
+"""``--device`` values → a torch device, with one-line errors for devices this machine does not have."""
+from __future__ import annotations
+
+import torch
+
+from .errors import CFMError
+
+
+def resolve_device(name: str, flag: str = "--device") -> torch.device:
+    """``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``, checked to exist here."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise CFMError(f"{flag} {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CFMError(f"{flag} {name}: torch sees no CUDA GPU (a CPU-only torch build?); use {flag} cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise CFMError(f"{flag} {name}: there are only {torch.cuda.device_count()} CUDA devices (0-based); "
+                           f"use {flag} cuda:0")
+    elif device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if not (mps is not None and mps.is_available()):
+            raise CFMError(f"{flag} mps: Apple's Metal backend is not available here; use {flag} cpu")
+    elif device.type != "cpu":
+        raise CFMError(f"{flag} {name!r}: only cpu, cuda and mps are supported")
+    return device
