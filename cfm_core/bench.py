@@ -6,7 +6,8 @@ Sections (``--sections`` picks a subset, by name or number):
   3 solvers    PSNR and time per ODE solver and NFE for a trained model (paper Tab. 8)
   4 memory     peak memory of 1024² and 2048² upscales, untiled vs tiled
   5 psu        pixel-space upsampling: decode / resize / encode, plain vs tiled VAE, vs latent bilinear
-  6 train      training throughput (loss + backward + Adam)
+  6 train      training throughput (loss + backward + Adam), with the FLOP/s it achieves
+  7 flops      training-step FLOPs and activation memory (counted), GPU s/step and hours (projected)
 
 Every timing is a warm-up run then the median of N repeats (GPU synchronised). The markdown report goes to
 stdout, progress to stderr; ``--out-json`` writes everything (atomically), ``--plots DIR`` one PNG per section.

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from .bench_common import BenchContext, Section
 from .bench_fig5 import Fig5Config, plot_fig5, run_fig5
+from .bench_flops import FlopsConfig, plot_flops, run_flops
 from .bench_memory import MemoryConfig, plot_memory, run_memory
 from .bench_precision import CORE_VARIANTS, PrecisionCase, PrecisionConfig, plot_precision, run_precision
 from .bench_psu import PSUConfig, plot_psu, run_psu
@@ -42,12 +43,14 @@ SECTIONS: tuple[SectionSpec, ...] = (
                 PSUConfig(base_latent=32), PSUConfig()),
     SectionSpec("train", "training throughput (loss + backward + Adam)", run_train,
                 TrainConfig(), TrainConfig()),
+    SectionSpec("flops", "training-step FLOPs and activations (counted), GPU hours (projected)", run_flops,
+                FlopsConfig(), FlopsConfig()),
 )
 BY_KEY = {s.key: s for s in SECTIONS}
 
 PLOTTERS: dict[str, Callable[[Section, str], None]] = {
     "fig5": plot_fig5, "precision": plot_precision, "solvers": plot_solvers, "memory": plot_memory, "psu": plot_psu,
-    "train": plot_train,
+    "train": plot_train, "flops": plot_flops,
 }
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from .bench_common import RANDOM_WEIGHTS, BenchContext, Section, Table, free_memory, timed_group
+from .bench_flops import count_training_step
 from .bench_models import build_cfm_unet, count_parameters
 from .path import training_loss
 
@@ -51,8 +52,10 @@ def run_train(ctx: BenchContext, cfg: TrainConfig | None = None) -> Section:
     cfg = cfg or TrainConfig()
     section = Section("train", f"Training throughput at {cfg.latent}² latents, batch {cfg.batch}")
     table = Table("One step = loss forward + backward + Adam (median)",
-                  ["preset", "parameters", "precision", "s / step", "samples / s", "loss finite"])
+                  ["preset", "parameters", "precision", "s / step", "samples / s", "TFLOP/s achieved",
+                   "loss finite"])
     for name in cfg.presets:
+        step_flops = count_training_step(name, cfg.latent).step_flops * cfg.batch  # counted, see bench_flops
         steps, params = {}, 0
         for precision in cfg.precisions:  # one model and optimiser per precision, timed round-robin
             net = build_cfm_unet(name, ctx.device, ctx.seed)
@@ -64,12 +67,15 @@ def run_train(ctx: BenchContext, cfg: TrainConfig | None = None) -> Section:
             timing = timings[label]
             table.rows.append({"preset": name, "parameters": params, "precision": precision,
                                "s / step": timing.seconds, "samples / s": cfg.batch / timing.seconds,
+                               "TFLOP/s achieved": step_flops / timing.seconds / 1e12,
                                "loss finite": bool(torch.isfinite(torch.tensor(timing.result)))})
         del steps, timings
         free_memory()
     section.tables.append(table)
     section.notes += [f"{RANDOM_WEIGHTS}; objective cfm (noise step 400), Adam lr {cfg.lr:g}, fresh t and noise "
-                      "each step, no EMA, no data loading."]
+                      "each step, no EMA, no data loading. TFLOP/s achieved = the step's counted FLOPs (forward "
+                      "+ backward, `bench --sections flops`) / measured s per step; divide by the device's peak "
+                      "for its utilisation."]
     return section
 
 

@@ -1,0 +1,148 @@
+"""Section 7 — what a training step costs, counted rather than timed, and what that projects to on a GPU.
+
+Counted (exact for the network, independent of the machine): FLOPs of one training step — CFM loss forward and
+backward — per sample, with :class:`torch.utils.flop_counter.FlopCounterMode` (a multiply-add counts 2 FLOPs), and
+the bytes of the tensors autograd saves for backward (the activation memory), both on the ``meta`` device so that
+even the 306M model at 128² costs no compute or memory here. (On the meta device attention decomposes into
+matmuls the counter sees; it does not see inside the fused CPU attention kernel, so a count on real CPU tensors
+would miss the attention.) The Adam update (≈ 16 FLOPs per parameter) and the EMA
+are left out: below 0.01 % of a step.
+
+Projected (assumptions stated in the table): seconds per step and hours to a training length on one GPU, as
+FLOPs / (dense bf16 peak × utilisation). Peaks are the vendors' dense (no sparsity) bf16 tensor-core figures;
+the utilisation is an assumption for a conv UNet under bf16 autocast, not a measurement — measure it on the GPU
+with ``bench --sections train --device cuda`` and put the measured s/step in its place.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .bench_common import BenchContext, Section, Table
+from .path import training_loss
+from .unet import VelocityUNet, count_parameters, preset
+
+# dense bf16 tensor-core peaks (TFLOP/s): NVIDIA A100 SXM datasheet 312, H100 SXM datasheet 989
+GPU_PEAK_TFLOPS = {"A100": 312.0, "H100": 989.0}
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A training configuration of the paper (Tab. 9) to project: preset, global batch, latent side."""
+
+    name: str
+    preset: str
+    batch: int
+    latent: int = 128
+
+
+@dataclass(frozen=True)
+class FlopsConfig:
+    presets: tuple[str, ...] = ("paper-113m", "paper-306m")
+    latents: tuple[int, ...] = (64, 128)  # high-res latent sides: 512 px and 1024 px images with an /8 VAE
+    channels: int = 4  # SD1.x/SDXL; SD3/Flux latents (16) change only the first and last conv
+    # the paper's Tab. 9 runs; 100k iterations is the horizon of its Fig. 9 (it states no total step count)
+    workloads: tuple[Workload, ...] = (Workload("FacesHQ", "paper-113m", 96), Workload("LHQ", "paper-306m", 128),
+                                       Workload("Unsplash", "paper-306m", 768))
+    steps: int = 100_000
+    utilisation: float = 0.4
+    cache_samples: int = 100_000
+
+
+@dataclass(frozen=True)
+class StepCount:
+    preset: str
+    latent: int
+    parameters: int
+    forward_flops: int
+    step_flops: int  # forward + backward, per sample
+    saved_bytes: int  # tensors saved for backward, per sample, fp32
+
+
+def count_training_step(name: str, latent: int, channels: int = 4) -> StepCount:
+    """FLOPs and saved-activation bytes of one CFM training step (batch 1) of preset ``name`` at ``latent``²."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        net = VelocityUNet(preset(name, channels))
+        x1, z_up, noise = (torch.randn(1, channels, latent, latent) for _ in range(3))
+        t = torch.rand(1)
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        if not (tensor.requires_grad and tensor.is_leaf):  # weights are not activations
+            saved[id(tensor)] = tensor.numel() * tensor.element_size()
+        return tensor
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = training_loss(net, x1, z_up, "cfm", t=t, noise=noise).loss
+        forward = counter.get_total_flops()
+        loss.backward()
+    return StepCount(name, latent, count_parameters(net), forward, counter.get_total_flops(), sum(saved.values()))
+
+
+def cache_bytes_per_sample(channels: int, latent: int) -> int:
+    """The latent cache stores x1 and z_up per sample, fp32 (``cfm_core.data.LatentCache``)."""
+    return 2 * channels * latent * latent * 4
+
+
+def run_flops(ctx: BenchContext, cfg: FlopsConfig | None = None) -> Section:
+    cfg = cfg or FlopsConfig()
+    section = Section("flops", "Training-step FLOPs and activation memory (counted), GPU time (projected)")
+    counts = {}
+    table = Table("Counted per sample: one training step = CFM loss forward + backward (FlopCounterMode, meta "
+                  "device)", ["preset", "parameters", "latent", "pixels", "forward GFLOP", "step GFLOP",
+                              "saved activations MiB (fp32)"])
+    for name in cfg.presets:
+        for latent in cfg.latents:
+            ctx.log(f"[bench] counting {name} at {latent}²")
+            c = count_training_step(name, latent, cfg.channels)
+            counts[(name, latent)] = c
+            table.rows.append({"preset": name, "parameters": c.parameters, "latent": f"{latent}²",
+                               "pixels": f"{latent * 8}²", "forward GFLOP": c.forward_flops / 1e9,
+                               "step GFLOP": c.step_flops / 1e9, "saved activations MiB (fp32)":
+                               c.saved_bytes / 2 ** 20})
+    section.tables.append(table)
+    projection = Table(f"Projected on one GPU at {cfg.utilisation:.0%} of the dense bf16 peak "
+                       f"({', '.join(f'{k} {v:g} TFLOP/s' for k, v in GPU_PEAK_TFLOPS.items())}), "
+                       f"{cfg.steps:,} steps", ["run", "preset", "batch", "latent", "TFLOP / step"]
+                       + [f"{gpu} s / step" for gpu in GPU_PEAK_TFLOPS] + [f"{gpu} hours" for gpu in GPU_PEAK_TFLOPS])
+    for w in cfg.workloads:
+        c = counts.get((w.preset, w.latent)) or count_training_step(w.preset, w.latent, cfg.channels)
+        flops = c.step_flops * w.batch
+        row = {"run": w.name, "preset": w.preset, "batch": w.batch, "latent": f"{w.latent}²",
+               "TFLOP / step": flops / 1e12}
+        for gpu, peak in GPU_PEAK_TFLOPS.items():
+            seconds = flops / (peak * 1e12 * cfg.utilisation)
+            row[f"{gpu} s / step"] = seconds
+            row[f"{gpu} hours"] = seconds * cfg.steps / 3600
+        projection.rows.append(row)
+    section.tables.append(projection)
+    cache = Table(f"Latent cache size for {cfg.cache_samples:,} cached samples (computed: x1 + z_up, fp32)",
+                  ["latent channels", "latent", "GiB"])
+    for channels in (4, 16):
+        for latent in cfg.latents:
+            cache.rows.append({"latent channels": channels, "latent": f"{latent}²",
+                               "GiB": cache_bytes_per_sample(channels, latent) * cfg.cache_samples / 2 ** 30})
+    section.tables.append(cache)
+    section.notes += [
+        "FLOPs count a multiply-add as 2; per-sample figures scale linearly with the batch. Saved activations "
+        "are fp32 on the meta device; under bf16 autocast most are stored in bf16 (about half).",
+        f"Projections assume {cfg.utilisation:.0%} utilisation of the dense bf16 peak; they are not "
+        "measurements. Adam and EMA updates and data loading are not counted.",
+    ]
+    return section
+
+
+def plot_flops(section: Section, path: str) -> None:
+    from .bench_report import new_figure, save_figure
+
+    rows = section.tables[0].rows
+    fig, ax = new_figure()
+    ax.bar(range(len(rows)), [r["step GFLOP"] for r in rows], color=[f"C{i % 2}" for i in range(len(rows))])
+    ax.set_xticks(range(len(rows)), [f"{r['preset']}\n{r['latent']}" for r in rows], fontsize=7)
+    ax.set_ylabel("GFLOP per sample (forward + backward)")
+    ax.set_title(section.title, fontsize=9)
+    save_figure(fig, path)
