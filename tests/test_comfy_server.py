@@ -170,7 +170,8 @@ class WebSocket:
             data += chunk
         return data
 
-    def next_json(self) -> dict:
+    def next_frame(self) -> tuple[str, dict | bytes]:
+        """("json", message) for a text frame, ("binary", payload) for a binary one (previews)."""
         while True:
             b0, b1 = self._read(2)
             length = b1 & 0x7F
@@ -179,10 +180,18 @@ class WebSocket:
             elif length == 127:
                 length = struct.unpack(">Q", self._read(8))[0]
             payload = self._read(length)
-            if b0 & 0x0F == 1:  # text frame (binary frames are previews)
-                return json.loads(payload)
+            if b0 & 0x0F == 1:
+                return "json", json.loads(payload)
+            if b0 & 0x0F == 2:
+                return "binary", payload
             if b0 & 0x0F == 8:
                 raise ConnectionError("websocket closed by the server")
+
+    def next_json(self) -> dict:
+        while True:
+            kind, message = self.next_frame()
+            if kind == "json":  # binary frames are previews
+                return message
 
     def close(self) -> None:
         self.sock.close()
@@ -192,21 +201,52 @@ class WebSocket:
 
 @pytest.fixture(scope="module")
 def object_info() -> dict:
+    """The server's node definitions; it has the pack, an SD1.5 checkpoint and the pixel (bundled) model."""
     info = get_json("/object_info")
     missing = PACK_NODES - set(info)
     assert not missing, f"the pack's nodes {sorted(missing)} are not loaded: look for IMPORT FAILED in the log"
     models = info["CFMLoader"]["input"]["required"]["model_name"][0]
     checkpoints = info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0]
-    needed = [m for m in (CFM_MODEL, OTHER_VAE_MODEL, PIXEL_MODEL) if m not in models]
-    needed += [CHECKPOINT] if CHECKPOINT not in checkpoints else []
+    needed = [m for m in (PIXEL_MODEL,) if m not in models] + ([CHECKPOINT] if CHECKPOINT not in checkpoints else [])
+    assert not needed, f"the server lacks {needed}; point CFM_TEST_CHECKPOINT / CFM_TEST_PIXEL_MODEL at files it has"
+    return info
+
+
+@pytest.fixture(scope="module")
+def trained_models(object_info) -> dict:
+    """The latent CFM models the needs_training_ templates and the VAE checks use (made by the pack's trainer)."""
+    models = object_info["CFMLoader"]["input"]["required"]["model_name"][0]
+    needed = [m for m in (CFM_MODEL, OTHER_VAE_MODEL) if m not in models]
     assert not needed, (f"the server lacks {needed}: run scripts/make_sd15_test_cfm.py (see this file's docstring) "
                         "or point the CFM_TEST_* variables at files it has")
-    return info
+    return object_info
+
+
+def previews_enabled_on_server() -> bool:
+    """Whether the server was started with previews on (``--preview-method`` other than none, ComfyUI's default)."""
+    argv = get_json("/system_stats")["system"]["argv"]
+    for i, arg in enumerate(argv):
+        value = arg.split("=", 1)[1] if arg.startswith("--preview-method=") else (
+            argv[i + 1] if arg == "--preview-method" and i + 1 < len(argv) else None)
+        if value is not None:
+            return value != "none"
+    return False
 
 
 @pytest.fixture(scope="module")
 def sample_image(object_info) -> str:
     return upload_image(SAMPLE_IMAGE)
+
+
+@pytest.fixture(scope="module")
+def small_image(object_info, tmp_path_factory) -> str:
+    """coffee.png at 96×64, so that the 4× template finishes in seconds on a CPU."""
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("img") / "coffee_96x64.png"
+    with Image.open(SAMPLE_IMAGE) as image:
+        image.convert("RGB").resize((96, 64), Image.Resampling.BICUBIC).save(path)
+    return upload_image(path)
 
 
 def example(name: str) -> dict:
@@ -244,7 +284,7 @@ def shrink(prompt: dict, info: dict, base_px: int, image: str | None = None) -> 
         elif kind in ("CFMBoost", "CFMUpscaleLatent", "CFMUpscaleImage"):
             inputs["steps"] = 2
             if inputs.get("tile"):
-                inputs["tile"] = 16  # still tiled (3×3 tiles of a 32² latent), just smaller
+                inputs["tile"] = 64  # still tiled (e.g. 3×3 tiles of the 128² model latent of a 256² image)
             if "vae_tile_size" in inputs:
                 inputs["vae_tile_size"] = 128
         elif kind == "VAEDecodeTiled":
@@ -302,25 +342,104 @@ def assert_one_line_error(result: Run, node_type: str, *words: str) -> str:
 
 # ------------------------------------------------------------------------------------------ the example workflows
 
-WORKFLOW_CASES = {  # name: (base px, expected output size)
+WORKFLOW_CASES = {  # name: (base px, expected output size); the needs_training_ ones need a trained latent model
     "sd15_txt2img_cfm_1024": (128, (256, 256)),
-    "fast_base_cfm": (128, (256, 256)),
+    "sd15_hires_fix_cfm": (128, (256, 256)),
     "cascade_2048": (64, (256, 256)),
-    "image_upscale_bundled": (None, (600, 400)),
+    "image_upscale_4x": (None, (384, 256)),  # from the 96×64 small_image
+    "needs_training_sd15_txt2img_1024": (128, (256, 256)),
+    "needs_training_fast_base_lcm": (128, (256, 256)),
 }
+
+
+def test_every_template_has_a_case():
+    assert set(WORKFLOW_CASES) == {p.stem for p in WORKFLOW_DIR.glob("*.json")}
 
 
 @pytest.mark.timeout(TIMEOUT + 120)
 @pytest.mark.parametrize("name", sorted(WORKFLOW_CASES))
-def test_example_workflow_runs(name, object_info, sample_image):
+def test_example_workflow_runs(name, object_info, small_image, request):
+    """Every API twin at test size; the shipped templates on the server's checkpoint and the bundled model only."""
     base_px, expected_size = WORKFLOW_CASES[name]
-    prompt = shrink(example(name), object_info, base_px, image=sample_image)
+    if name.startswith("needs_training_"):
+        request.getfixturevalue("trained_models")
+    prompt = shrink(example(name), object_info, base_px, image=small_image)
+    cfm_models = {n["inputs"]["model_name"] for n in prompt.values() if n["class_type"] == "CFMLoader"}
+    assert name.startswith("needs_training_") or cfm_models == {PIXEL_MODEL}, cfm_models
     result = run(prompt)
     assert result.status == "success", result.explain()
     images = output_files(result)
     assert len(images) == 1 and images[0]["type"] == "output"
     assert png_size(images[0]) == expected_size
     print(f"{name}: {result.seconds:.1f} s, {images[0]['filename']}")
+
+
+# ------------------------------------------------------------------------------------------ previews
+
+def run_collecting_previews(prompt: dict, node_id: str) -> tuple[Run, list[bytes], int]:
+    """Queue ``prompt`` on a websocket of our own; (result, preview images sent while ``node_id`` ran, its steps)."""
+    client_id = uuid.uuid4().hex
+    ws = WebSocket(client_id)
+    previews, steps, running = [], 0, None
+    try:
+        prompt_id = queue(prompt, client_id)
+        while True:
+            kind, message = ws.next_frame()
+            if kind == "binary":
+                event, image_type = struct.unpack(">II", message[:8])
+                if running == node_id and event == 1:  # PREVIEW_IMAGE: 4-byte event, 4-byte format, the image
+                    assert image_type in (1, 2)  # JPEG or PNG
+                    previews.append(message[8:])
+                continue
+            data = message.get("data", {})
+            if data.get("prompt_id") != prompt_id:
+                continue
+            if message["type"] == "executing":
+                running = data.get("node")
+                if running is None:
+                    break
+            elif message["type"] == "progress" and data.get("node") == node_id:
+                steps = max(steps, data["value"])
+            elif message["type"] in ("execution_error", "execution_interrupted"):
+                break
+    finally:
+        ws.close()
+    return wait(prompt_id, timeout=60), previews, steps
+
+
+def preview_cases() -> dict:
+    return {"pixel model (bundled), as an image": lambda image: (image_upscale_prompt(image, PIXEL_MODEL, "euler", 4,
+                                                                                      "preview"), "3"),
+            "latent model, through Latent2RGB": lambda image: (latent_probe(empty_latent(128), extra={"steps": 4}),
+                                                               "3")}
+
+
+@pytest.mark.timeout(TIMEOUT)
+@pytest.mark.parametrize("case", sorted(preview_cases()))
+def test_previews_arrive_during_the_solve_exactly_when_previews_are_on(case, object_info, small_image, request):
+    """Run once against a server started with ``--preview-method auto`` and once with the default (none)."""
+    if case.startswith("latent"):
+        request.getfixturevalue("trained_models")
+    from io import BytesIO
+
+    from PIL import Image
+
+    prompt, node_id = preview_cases()[case](small_image)
+    result, previews, steps = run_collecting_previews(prompt, node_id)
+    assert result.status == "success", result.explain()
+    assert steps == 4
+    enabled = previews_enabled_on_server()
+    if not enabled:
+        assert previews == [], "previews were sent although the server has previews off"
+    else:
+        assert len(previews) == steps, f"{len(previews)} previews for {steps} ODE steps"
+        for payload in previews:
+            with Image.open(BytesIO(payload)) as image:
+                assert image.format in ("JPEG", "PNG") and min(image.size) >= 8
+        distinct = len(set(previews))
+        if case.startswith("pixel"):  # the trained bundled model moves; the barely trained test latent model may not
+            assert distinct > 1, "the preview does not change during the solve"
+    print(f"{case}: previews {'on' if enabled else 'off'}, {len(previews)} preview images for {steps} steps")
 
 
 def image_upscale_prompt(image: str, model_name: str, solver: str, steps: int, prefix: str) -> dict:
@@ -373,14 +492,14 @@ def test_interrupt_in_the_middle_of_the_ode_stops_it_and_the_next_prompt_runs(ob
 # ------------------------------------------------------------------------------------------ bad inputs
 
 @pytest.mark.timeout(600)
-def test_16_channel_latent_into_a_4_channel_model(object_info):
+def test_16_channel_latent_into_a_4_channel_model(trained_models):
     sd3 = {"class_type": "EmptySD3LatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 1}}
     assert_one_line_error(run(latent_probe(sd3)), "CFMUpscaleLatent", "16", "4", "channel")
     assert_still_serving()
 
 
 @pytest.mark.timeout(600)
-def test_cfm_model_for_another_vae(object_info):
+def test_cfm_model_for_another_vae(trained_models):
     prompt = latent_probe(empty_latent(128), model=OTHER_VAE_MODEL, node="CFMBoost", extra={
         "5": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
         "vae": ["5", 2], "resize_method": "bilinear", "vae_tiling": "auto", "vae_tile_size": 512})
@@ -389,7 +508,7 @@ def test_cfm_model_for_another_vae(object_info):
 
 
 @pytest.mark.timeout(600)
-def test_latent_too_small(object_info):
+def test_latent_too_small(trained_models):
     assert_one_line_error(run(latent_probe(empty_latent(32))), "CFMUpscaleLatent", "4×4", "8×8")
     assert_still_serving()
 
@@ -448,6 +567,8 @@ def test_server_log_has_no_import_failure_for_the_pack():
     if not log:
         pytest.skip("set CFM_COMFY_LOG to the server's log file")
     text = Path(log).read_text(errors="replace")
-    failed = [line for line in text.splitlines() if "IMPORT FAILED" in line and str(ROOT) in line]
-    assert not failed, failed
-    assert re.search(rf"seconds: {re.escape(str(ROOT))}\s*$", text, re.MULTILINE), "the pack is not in the import table"
+    loaded = [Path(m) for m in re.findall(r"seconds(?: \(IMPORT FAILED\))?: (\S+)\s*$", text, re.MULTILINE)]
+    ours = [line for line in text.splitlines() if "seconds" in line and any(
+        str(p) in line for p in loaded if p.exists() and p.resolve() == ROOT.resolve())]
+    assert ours, "the pack is not in the import table"  # (mounted under any folder name, e.g. a symlink)
+    assert not [line for line in ours if "IMPORT FAILED" in line], ours

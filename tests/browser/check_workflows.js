@@ -11,14 +11,17 @@
 //      missing-nodes and missing-models dialogs enabled;
 //   3. collects what the frontend says: open dialogs (missing nodes / models, load errors), toasts (zod schema
 //      alerts, "Workflow Links Fixed"), console errors/warnings and page errors raised during the load, node types
-//      the frontend does not know, and nodes the frontend flags as broken;
+//      the frontend does not know, and nodes the frontend flags as broken. A missing-models dialog is expected
+//      exactly when the workflow declares files (node properties.models, the frontend's own source of truth) that
+//      the server lacks (GET /models/<directory>), and must list exactly those files;
 //   4. re-serializes the loaded graph and compares it with the file: node types, widgets_values (so the widget
 //      order and the seed control values are what this frontend expects) and links;
 //   5. saves a screenshot <out>/<name>.png (the minimap hidden by a page-only style; no setting is changed).
 // Then it opens the template browser itself (Templates → Custom Nodes → <pack folder>), requires a card for every
 // workflow (screenshot <out>/templates.png) and loads one by clicking its card.
 // A self-test first loads a copy of a workflow with one node type renamed and requires the missing-node report,
-// so the check cannot pass by seeing nothing. Prints one JSON report; exit 0 = no problem, 1 = problems, 2 = error.
+// and one with a declared model file renamed and requires the missing-models dialog to list it, so the check
+// cannot pass by seeing nothing. Prints one JSON report; exit 0 = no problem, 1 = problems, 2 = error.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -101,13 +104,45 @@ function compareGraphs(file, loaded) {
   return problems;
 }
 
-function problemsOf(report) {
+// The model files a workflow declares the way the frontend reads them: properties.models entries whose name is
+// selected in the node's widgets (src/utils/modelMetadataUtil.ts), keyed "directory / name" like the dialog's labels.
+function declaredModels(workflow) {
+  const out = new Set();
+  for (const n of workflow.nodes || []) {
+    const values = new Set((n.widgets_values || []).filter(v => typeof v === 'string'));
+    for (const m of (n.properties && n.properties.models) || []) if (values.has(m.name) && m.url) out.add(`${m.directory} / ${m.name}`);
+  }
+  return [...out].sort();
+}
+
+async function missingOnServer(page, declared) {
+  const missing = [];
+  for (const label of declared) {
+    const [directory, name] = label.split(' / ');
+    const files = await page.evaluate(async d => { const r = await fetch(`/models/${d}`); return r.ok ? r.json() : null; }, directory);
+    if (!files || !files.includes(name)) missing.push(label);
+  }
+  return missing;
+}
+
+// A missing-models dialog is fine when it lists exactly the expected files ("directory / name" labels).
+function isExpectedModelsDialog(text, expectedMissing) {
+  if (!/missing models/i.test(text) || !expectedMissing.length) return false;
+  const listed = (text.match(/[\w.-]+ \/ [\w./-]+\.(?:safetensors|sft|ckpt|pt|pth|bin)/g) || []).sort();
+  return JSON.stringify([...new Set(listed)].sort()) === JSON.stringify(expectedMissing);
+}
+
+function problemsOf(report, expectedMissing = []) {
   const problems = [];
   for (const n of report.nodes) {
     if (!n.known) problems.push(`node type ${n.type} (node ${n.id}) is not registered in the frontend`);
     if (n.broken) problems.push(`node ${n.id} (${n.type}) is flagged broken`);
   }
-  for (const d of report.dialogs) problems.push(`dialog: ${d.replace(/\s+/g, ' ').slice(0, 400)}`);
+  const modelsDialogs = report.dialogs.filter(d => isExpectedModelsDialog(d, expectedMissing));
+  if (expectedMissing.length && modelsDialogs.length !== 1) {
+    problems.push(`expected one missing-models dialog listing ${JSON.stringify(expectedMissing)}`);
+  }
+  for (const d of report.dialogs) if (!modelsDialogs.includes(d)) problems.push(`dialog: ${d.replace(/\s+/g, ' ').slice(0, 400)}`);
   for (const t of report.toasts) problems.push(`toast: ${t.replace(/\s+/g, ' ').slice(0, 400)}`);
   for (const c of report.console) if (BAD_CONSOLE.test(c) && !/^(debug|log|info):/.test(c)) problems.push(`console ${c.slice(0, 400)}`);
   return problems;
@@ -144,7 +179,10 @@ async function checkTemplateBrowser(page, pack, names, workflows, out, consoleLi
   const nodes = await page.evaluate(() => window.app.graph.nodes.map(n => ({
     id: n.id, type: n.type, known: n.type in window.LiteGraph.registered_node_types,
     broken: !!(n.has_errors || n.flags?.is_missing) })));
-  problems.push(...problemsOf({ nodes, ...open, console: consoleLines.slice(before) }).map(p => `template browser: ${p}`));
+  const expectedMissing = await missingOnServer(page, declaredModels(workflows[chosen]));
+  problems.push(...problemsOf({ nodes, ...open, console: consoleLines.slice(before) }, expectedMissing)
+    .map(p => `template browser: ${p}`));
+  if (open.dialogs.length) await page.screenshot({ path: path.join(out, 'templates_clicked_dialog.png') });
   return { loadedByClick: chosen, problems };
 }
 
@@ -196,6 +234,22 @@ async function main() {
     if (!report.selfTest.detected) report.problems.push('self-test: a missing node type was not reported');
     await closeDialogsAndToasts(page);
 
+    // Self-test 2: a declared model file the server lacks must be listed by the missing-models dialog.
+    const withModel = files.map(f => JSON.parse(fs.readFileSync(path.join(args.workflows, f), 'utf8')))
+      .find(w => declaredModels(w).length);
+    if (withModel) {
+      const node = withModel.nodes.find(n => n.properties && n.properties.models && n.properties.models.length);
+      const fake = 'cfm-selftest-no-such-file.safetensors';
+      node.widgets_values = node.widgets_values.map(v => v === node.properties.models[0].name ? fake : v);
+      node.properties.models[0].name = fake;
+      const expected = await missingOnServer(page, declaredModels(withModel));
+      const self2 = await loadInFrontend(page, withModel, 'self-test-models.json', consoleLines);
+      report.selfTest.modelsDetected = expected.some(l => l.endsWith(fake)) &&
+        self2.dialogs.some(d => isExpectedModelsDialog(d, expected));
+      if (!report.selfTest.modelsDetected) report.problems.push(`self-test: the missing model ${fake} was not listed: ${JSON.stringify(self2.dialogs)}`);
+      await closeDialogsAndToasts(page);
+    }
+
     for (const file of files) {
       const name = file.replace(/\.json$/, '');
       const fromDisk = JSON.parse(fs.readFileSync(path.join(args.workflows, file), 'utf8'));
@@ -210,10 +264,18 @@ async function main() {
         else if (JSON.stringify(served.json) !== JSON.stringify(fromDisk)) entry.problems.push('template route serves different JSON');
         else workflow = served.json;
       }
+      entry.declaredModels = declaredModels(fromDisk);
+      entry.expectedMissing = await missingOnServer(page, entry.declaredModels);
       const loaded = await loadInFrontend(page, workflow, file, consoleLines);
-      entry.problems.push(...problemsOf(loaded), ...compareGraphs(fromDisk, loaded.serialized));
+      entry.dialogs = loaded.dialogs.map(d => d.replace(/\s+/g, ' ').slice(0, 400));
+      entry.problems.push(...problemsOf(loaded, entry.expectedMissing), ...compareGraphs(fromDisk, loaded.serialized));
       entry.nodes = loaded.nodes.length;
       entry.links = loaded.serialized.links.length;
+      if (loaded.dialogs.length) {  // the dialog as the user sees it, then the canvas without it
+        entry.dialogScreenshot = path.join(args.out, `${name}_dialog.png`);
+        await page.screenshot({ path: entry.dialogScreenshot });
+        await closeDialogsAndToasts(page);
+      }
       entry.screenshot = path.join(args.out, `${name}.png`);
       await page.screenshot({ path: entry.screenshot });
       report.workflows[name] = entry;
