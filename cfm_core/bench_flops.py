@@ -25,6 +25,8 @@ from .unet import VelocityUNet, count_parameters, preset
 
 # dense bf16 tensor-core peaks (TFLOP/s): NVIDIA A100 SXM datasheet 312, H100 SXM datasheet 989
 GPU_PEAK_TFLOPS = {"A100": 312.0, "H100": 989.0}
+# the latent cache is encoded by an fp32 VAE, whose convolutions cuDNN runs in TF32 by default: dense TF32 peaks
+GPU_TF32_PEAK_TFLOPS = {"A100": 156.0, "H100": 495.0}
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,24 @@ def count_training_step(name: str, latent: int, channels: int = 4) -> StepCount:
     return StepCount(name, latent, count_parameters(net), forward, counter.get_total_flops(), sum(saved.values()))
 
 
+def count_vae_encode(pixels: int, channels: int = 4) -> int:
+    """FLOPs of one VAE encode (posterior mean) of a ``pixels``² image, SD-architecture VAE with ``channels`` latent
+    channels (4: SD1.x/SDXL with quant_conv; 16: SD3/Flux without), on the meta device."""
+    from diffusers import AutoencoderKL
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .bench_models import SD15_VAE_CONFIG
+
+    extra = {"latent_channels": 16, "use_quant_conv": False, "use_post_quant_conv": False} if channels == 16 else {}
+    with torch.device("meta"):
+        vae = AutoencoderKL(**{**SD15_VAE_CONFIG, **extra})
+        image = torch.randn(1, 3, pixels, pixels)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        vae.encode(image)
+    return counter.get_total_flops()
+
+
 def cache_bytes_per_sample(channels: int, latent: int) -> int:
     """The latent cache stores x1 and z_up per sample, fp32 (``cfm_core.data.LatentCache``)."""
     return 2 * channels * latent * latent * 4
@@ -127,6 +147,20 @@ def run_flops(ctx: BenchContext, cfg: FlopsConfig | None = None) -> Section:
             cache.rows.append({"latent channels": channels, "latent": f"{latent}²",
                                "GiB": cache_bytes_per_sample(channels, latent) * cfg.cache_samples / 2 ** 30})
     section.tables.append(cache)
+    encode = Table(f"Building the cache: two VAE encodes per sample (the crop and its upsampled low-res), counted; "
+                   f"hours for {cfg.cache_samples:,} samples projected at {cfg.utilisation:.0%} of the TF32 peak "
+                   f"(fp32 VAE; {', '.join(f'{k} {v:g}' for k, v in GPU_TF32_PEAK_TFLOPS.items())} TFLOP/s)",
+                   ["latent channels", "pixels", "encode GFLOP / image", "TFLOP / sample"]
+                   + [f"{gpu} hours" for gpu in GPU_PEAK_TFLOPS])
+    for channels in (4, 16):
+        for latent in cfg.latents:
+            flops = count_vae_encode(latent * 8, channels)
+            row = {"latent channels": channels, "pixels": f"{latent * 8}²", "encode GFLOP / image": flops / 1e9,
+                   "TFLOP / sample": 2 * flops / 1e12}
+            for gpu, peak in GPU_TF32_PEAK_TFLOPS.items():
+                row[f"{gpu} hours"] = 2 * flops * cfg.cache_samples / (peak * 1e12 * cfg.utilisation) / 3600
+            encode.rows.append(row)
+    section.tables.append(encode)
     section.notes += [
         "FLOPs count a multiply-add as 2; per-sample figures scale linearly with the batch. Saved activations "
         "are fp32 on the meta device; under bf16 autocast most are stored in bf16 (about half).",

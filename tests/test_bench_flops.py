@@ -12,6 +12,7 @@ from cfm_core.bench_flops import (
     Workload,
     cache_bytes_per_sample,
     count_training_step,
+    count_vae_encode,
     run_flops,
 )
 from cfm_core.bench_train import TrainConfig, run_train
@@ -45,7 +46,7 @@ def test_flops_grow_with_the_latent_area_and_the_projection_is_the_stated_arithm
     cfg = FlopsConfig(presets=("tiny",), latents=(16,), workloads=(Workload("w", "tiny", 8, 16),),
                       steps=1000, utilisation=0.5, cache_samples=10)
     section = run_flops(ctx(), cfg)
-    counted, projected, cache = section.tables
+    counted, projected, cache, encode = section.tables
     assert counted.rows[0]["step GFLOP"] == pytest.approx(small.step_flops / 1e9)
     row = projected.rows[0]
     for gpu, peak in GPU_PEAK_TFLOPS.items():
@@ -54,6 +55,15 @@ def test_flops_grow_with_the_latent_area_and_the_projection_is_the_stated_arithm
         assert row[f"{gpu} hours"] == pytest.approx(seconds * 1000 / 3600)
     assert cache.rows[0]["GiB"] == pytest.approx(cache_bytes_per_sample(4, 16) * 10 / 2 ** 30)
     assert cache_bytes_per_sample(16, 128) == 2 * 16 * 128 * 128 * 4
+    assert [r["latent channels"] for r in encode.rows] == [4, 16]
+    assert encode.rows[0]["TFLOP / sample"] > 0.1  # an SD VAE encode of 128² px is ~60 GFLOP
+
+
+def test_vae_encode_count_grows_faster_than_the_area():
+    """The VAE's mid-block attention over all latent pixels is quadratic in the area."""
+    small, large = count_vae_encode(64), count_vae_encode(128)
+    assert large / small > 4.0
+    assert abs(count_vae_encode(64, 16) - small) / small < 0.05  # 16 channels: only the last convs differ
 
 
 def test_train_section_reports_the_flops_it_achieves(monkeypatch):
