@@ -262,8 +262,9 @@ def image_upscale_4x() -> Workflow:
 
 **Load Image → CFM Upscale Image → CFM Upscale Image → Save Image.** Runs as shipped: the bundled pixel-space CFM
 model needs no VAE and no download. Each stage doubles the size (the second with seed 1 and 256×256 model-latent
-tiles, so big images fit in memory) — what `cfm-boost upscale --scale 4` does on the command line. `example.png`
-comes with ComfyUI; pick or upload any image (the pack's `assets/coffee.png` is an exact 2× downscale of a photo).
+tiles, so big images fit in memory) — what `cfm-boost upscale --scale 4` does on the command line.
+ComfyUI ships `example.png`; pick or upload any image (the pack's `assets/coffee.png` is an exact 2× downscale of
+a photo).
 Delete the second stage for 2×. Latent CFM models also work here when you connect their VAE.
 
 **Model files**
@@ -275,14 +276,14 @@ Delete the second stage for 2×. Latent CFM models also work here when you conne
         cfm_loader(2, (400, 440)),
         Node(3, "CFMUpscaleImage", (780, 40), {**stage, "seed": 0, "tile": 0},
              {"image": (1, 0), "cfm_model": (2, 0)}, title="CFM Upscale Image ×2", size=(315, 242)),
-        Node(4, "CFMUpscaleImage", (780, 330), {**stage, "seed": 1, "tile": 256},
+        Node(4, "CFMUpscaleImage", (1140, 40), {**stage, "seed": 1, "tile": 256},
              {"image": (3, 0), "cfm_model": (2, 0)}, title="CFM Upscale Image ×2 (→ ×4, tiled)", size=(315, 242)),
-        Node(5, "SaveImage", (1140, 40), {"filename_prefix": "cfm-boost/image_x4"}, {"images": (4, 0)},
+        Node(5, "SaveImage", (1500, 40), {"filename_prefix": "cfm-boost/image_x4"}, {"images": (4, 0)},
              size=(420, 460)),
         note(6, (20, 40), (350, 470), text),
     ]
     return Workflow("image_upscale_4x", "LoadImage → CFMUpscaleImage ×2 → CFMUpscaleImage ×2 → SaveImage (bundled)",
-                    models, nodes, view=(0.9, 40, 60))
+                    models, nodes, view=(0.75, 20, 60))
 
 
 TRAINED_HEADER = ("**Needs a model you train first** (no CFM weights for SD1.5 exist anywhere): until "
