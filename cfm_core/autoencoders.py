@@ -350,7 +350,7 @@ def check_space_matches(model_spec: LatentSpec, space_spec: LatentSpec) -> None:
         raise CFMError(f"the CFM model expects {model_spec.channels}-channel latents but the VAE makes "
                        f"{space_spec.channels}-channel ones; use a CFM model trained for this VAE")
     if model_spec.fingerprint and space_spec.fingerprint and model_spec.fingerprint != space_spec.fingerprint:
-        family = f" ({model_spec.family})" if model_spec.family else ""
+        family = f" ({model_spec.family})" if model_spec.family not in ("", model_spec.name) else ""
         raise CFMError(f"the CFM model was trained for VAE {model_spec.name!r}{family} (fingerprint "
                        f"{model_spec.fingerprint}) but this VAE has fingerprint {space_spec.fingerprint}; use the "
                        "VAE the model was trained with or a CFM model trained for this VAE")
