@@ -4,8 +4,8 @@ The model is barely trained (a few steps of the ``tiny`` preset): its pictures a
 VAE's real latent spec (4 channels, /8, scale 0.18215, weight fingerprint), so CFMLoader/CFMBoost accept it with
 exactly that VAE and refuse it with any other — which is what workflow and acceptance tests need.
 
-The VAE can be a VAE file, or the VAE baked into a single-file SD checkpoint (``first_stage_model.*``; extracted
-to ``--vae-out`` as fp32 safetensors first, so the trainer does not read the whole 2 GB checkpoint).
+The VAE can be a VAE file, or the VAE baked into a single-file SD checkpoint: the trainer reads only the
+checkpoint's ``first_stage_model.*`` tensors itself (``--vae`` accepts full checkpoints).
 
 usage (repository root):
     .venv/bin/python scripts/make_sd15_test_cfm.py \
@@ -17,7 +17,6 @@ usage (repository root):
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -25,25 +24,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VAE_PREFIX = "first_stage_model."
-
-
-def extract_checkpoint_vae(checkpoint: str, out: str) -> str:
-    """Copy the ``first_stage_model.*`` tensors of a single-file SD checkpoint into a VAE file (fp32, LDM keys)."""
-    import torch
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    with safe_open(checkpoint, framework="pt") as f:  # mmap: only the VAE's tensors are read
-        vae = {k[len(VAE_PREFIX):]: f.get_tensor(k).to(torch.float32).contiguous()
-               for k in f.keys() if k.startswith(VAE_PREFIX)}
-    if not vae:
-        raise SystemExit(f"{checkpoint} has no {VAE_PREFIX}* tensors: not a single-file SD checkpoint")
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = out + ".tmp"
-    save_file(vae, tmp)
-    os.replace(tmp, out)
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +31,6 @@ def main(argv: list[str] | None = None) -> int:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--vae", help="an SD-style VAE .safetensors file (diffusers or LDM keys)")
     src.add_argument("--checkpoint", help="a single-file SD checkpoint whose VAE to use")
-    ap.add_argument("--vae-out", help="where to write the VAE extracted from --checkpoint (default: beside --export)")
     ap.add_argument("--export", required=True, help="the CFM model to write (.safetensors)")
     ap.add_argument("--vae-name", default="sd15")
     ap.add_argument("--data", default=str(ROOT / "runs" / "data" / "train"), help="training images")
@@ -62,15 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     started = time.perf_counter()
-    vae = args.vae
-    if args.checkpoint:
-        vae = args.vae_out or str(Path(args.export).with_name(Path(args.checkpoint).stem + "_vae.safetensors"))
-        extract_checkpoint_vae(args.checkpoint, vae)
-        print(f"extracted the checkpoint's VAE to {vae} ({time.perf_counter() - started:.1f} s)", flush=True)
+    vae = args.vae or args.checkpoint
     run_dir = args.run_dir or tempfile.mkdtemp(prefix="cfm_sd15_run_")
     Path(args.export).parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "cfm_core", "train", "--data", args.data, "--space", "vae", "--vae", vae,
-           "--vae-name", args.vae_name, "--scale-factor", "0.18215", "--preset", "tiny", "--crop", str(args.crop),
+           "--vae-name", args.vae_name, "--vae-family", "sd15", "--preset", "tiny", "--crop", str(args.crop),
            "--batch-size", "2", "--cache-size", "4", "--max-steps", str(args.max_steps), "--warmup", "1",
            "--threads", str(args.threads), "--quiet", "--out", run_dir, "--export", args.export]
     print("+", " ".join(cmd), flush=True)
