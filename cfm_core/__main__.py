@@ -38,26 +38,62 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     _tolerant_streams()
-    state = {"debug": os.environ.get(DEBUG_ENV, "") not in ("", "0")}
+    state = {"debug": os.environ.get(DEBUG_ENV, "") not in ("", "0"), "interrupted": False}
     if argv[:1] == ["--debug"]:
         state["debug"], argv = True, argv[1:]
+    restore = _note_interrupts(state)
     try:
         return _main(argv, state)  # state["debug"] is read when an error arrives: `COMMAND ... --debug` sets it
-    except CFMError as exc:
-        return _fail(f"error: {exc}", 2, state)
-    except KeyboardInterrupt:
-        return _fail("interrupted", 130, state)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (see _note_interrupts): partial files were removed
+        signum = getattr(exc, "signum", 2)
+        return _fail("interrupted" if signum == 2 else "terminated", 128 + signum, state)
     except BrokenPipeError:  # `cfm-boost info M | head -1`: the reader left; say nothing more
         _silence_stdout()
         return 141  # 128 + SIGPIPE, what a shell reports for a writer killed by the pipe
-    except MemoryError:
-        return _fail("error: out of memory; use smaller inputs (or --tile for upscale)", 1, state)
-    except OSError as exc:  # disk full, permission denied, a vanished file: the machine's answer, in one line
+    except Exception as exc:
+        if state["interrupted"]:  # Ctrl-C inside an import can surface as another error (numpy: ImportError)
+            return _fail("interrupted", 130, state)
+        message, code = _describe(exc)
+        return _fail(message, code, state)
+    finally:
+        restore()
+
+
+def _describe(exc: Exception) -> tuple[str, int]:
+    """The one line and exit code for an error that reached the top."""
+    if isinstance(exc, CFMError):  # the user's input: the message names it and the fix
+        return f"error: {exc}", 2
+    if isinstance(exc, MemoryError):
+        return "error: out of memory; use smaller inputs (or --tile for upscale)", 1
+    if isinstance(exc, OSError):  # disk full, permission denied, a vanished file: the machine's answer
         where = f" ({exc.filename!r})" if exc.filename else ""
-        return _fail(f"error: {exc.strerror or first_line(exc)}{where}", 1, state)
-    except Exception as exc:  # a bug: one line and how to get the traceback for a report
-        return _fail(f"error: internal error {type(exc).__name__}: {first_line(exc)} (rerun with --debug or "
-                     f"{DEBUG_ENV}=1 for the traceback, and please report it)", 1, state)
+        return f"error: {exc.strerror or first_line(exc)}{where}", 1
+    return (f"error: internal error {type(exc).__name__}: {first_line(exc)} (rerun with --debug or {DEBUG_ENV}=1 "
+            "for the traceback, and please report it)", 1)  # a bug: one line and how to report it
+
+
+def _note_interrupts(state: dict):
+    """Ctrl-C still raises KeyboardInterrupt, and is also remembered (see main); SIGTERM raises it too, so the
+    ``.tmp-*`` file of an unfinished atomic write is removed rather than left behind. Returns the undo."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def interrupt(signum, frame):
+        state["interrupted"] = True
+        stop = KeyboardInterrupt()
+        stop.signum = signum
+        raise stop
+
+    # a handler someone else installed, or SIGINT ignored (a background job), is left alone
+    if previous[signal.SIGINT] is signal.default_int_handler:
+        signal.signal(signal.SIGINT, interrupt)
+    if previous[signal.SIGTERM] == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, interrupt)
+    return lambda: [signal.signal(sig, handler) for sig, handler in previous.items()]
 
 
 def _main(argv: list[str], state: dict) -> int:

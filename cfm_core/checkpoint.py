@@ -120,7 +120,8 @@ def _open(path: str):
     if os.path.isdir(path):
         raise CFMError(f"model file {path!r} is a folder; pass the CFM .safetensors file inside it")
     if not os.path.isfile(path):
-        raise CFMError(f"model file {path!r} does not exist; pass the path of a CFM .safetensors file")
+        what = "is not a regular file" if os.path.exists(path) else "does not exist"
+        raise CFMError(f"model file {path!r} {what}; pass the path of a CFM .safetensors file")
     if os.path.getsize(path) == 0:
         raise CFMError(f"model file {path!r} is empty (0 bytes); an interrupted copy? copy or export it again")
     if _is_pickle_or_zip(path):

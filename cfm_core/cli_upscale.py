@@ -31,6 +31,7 @@ from .errors import CFMError
 
 FORMATS = ("png", "jpg", "webp")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+MAX_THREADS = 1024  # torch would try to start them all
 MAX_OUTPUT_SIDE = 16384  # a 16k × 16k RGB output alone is 3 GB as float32; refuse beyond it
 AUTO_TILE = 512  # default --tile: latents up to this per side run whole, larger ones in tiles of at most this
 # image formats a user may type after -o that cannot be written (else "-o out.gif" would make a folder out.gif/)
@@ -163,12 +164,14 @@ def check_arguments(args: argparse.Namespace) -> None:
         check_steps(args.steps)
     if args.noise_step is not None:
         alpha_bar(args.noise_step)
-    if args.threads < 0:
-        raise CFMError(f"--threads {args.threads} must be ≥ 1 (or 0 for torch's default)")
+    if not 0 <= args.threads <= MAX_THREADS:
+        raise CFMError(f"--threads {args.threads} must lie in [1, {MAX_THREADS}] (or 0 for torch's default)")
     if args.tile is not None and args.tile < 0:
         raise CFMError(f"--tile {args.tile} must be ≥ 0 (0 turns tiling off)")
     if args.overlap < 0 or (args.tile and args.overlap >= args.tile):
         raise CFMError(f"--overlap {args.overlap} must be ≥ 0 and smaller than --tile")
+    if not args.output.strip():
+        raise CFMError("-o is empty; pass an output file (one input) or folder")
     if args.overwrite and args.skip_existing:
         raise CFMError("--overwrite and --skip-existing contradict each other; pass one")
 

@@ -446,8 +446,8 @@ def run(args: argparse.Namespace) -> int:
         raise CFMError(f"--steps {args.steps} must all be positive integers")
     if args.crop is not None and args.crop < MIN_SIDE:
         raise CFMError(f"--crop {args.crop} is too small; use at least {MIN_SIDE}")
-    if args.swd_patches < 1:
-        raise CFMError(f"--swd-patches {args.swd_patches} must be positive")
+    if not 1 <= args.swd_patches <= 8 * SWD_PATCHES:  # memory: 0.6 kB per patch, image, level and method
+        raise CFMError(f"--swd-patches {args.swd_patches} must lie in [1, {8 * SWD_PATCHES}]")
     check_outputs(args)
     for n in args.noise_step or []:
         if not 0 <= n <= 999:

@@ -46,7 +46,7 @@ def list_images(inputs: list[str] | str, recursive: bool = True) -> list[str]:
 
 
 def _walk_files(folder: str, recursive: bool = True) -> list[str]:
-    """Non-hidden files under ``folder``, entering each real folder once (links to folders are followed)."""
+    """Non-hidden regular files under ``folder``, entering each real folder once (links to folders are followed)."""
     files: list[str] = []
     seen: set[str] = set()
     for root, dirs, names in os.walk(folder, followlinks=True):
@@ -56,7 +56,8 @@ def _walk_files(folder: str, recursive: bool = True) -> list[str]:
             continue
         seen.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
-        files += [os.path.join(root, n) for n in sorted(names) if not n.startswith(".")]
+        files += [os.path.join(root, n) for n in sorted(names)  # regular files only: reading a FIFO blocks
+                  if not n.startswith(".") and os.path.isfile(os.path.join(root, n))]
     return files
 
 

@@ -68,9 +68,12 @@ def check_solver(solver: str) -> str:
     return solver
 
 
+MAX_STEPS = 10000  # the paper's CFM needs ≤ 40; a typo like 1000000000 would allocate a 4 GB time grid
+
+
 def check_steps(steps: int) -> int:
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise CFMError(f"steps={steps!r} must be a positive integer (number of integration steps)")
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_STEPS:
+        raise CFMError(f"steps={steps!r} must be an integer in [1, {MAX_STEPS}] (number of integration steps)")
     return steps
 
 

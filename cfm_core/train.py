@@ -244,6 +244,11 @@ def _load_state(path: str) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        if head != b"PK\x03\x04" and head[:1] != b"\x80":  # neither a torch zip nor a legacy torch pickle
+            raise CFMError(f"training state {path!r} is not a torch file; pass the --out folder of a training "
+                           "run") from None
         raise CFMError(f"training state {path!r} holds objects other than tensors and numbers, so it was not loaded "
                        "(nothing from it ran); it is not a cfm_core train_state.pt — start a new --out") from None
     except Exception as exc:
@@ -337,6 +342,8 @@ def check_arguments(args: argparse.Namespace) -> None:
                              ("--cache-size", args.cache_size if args.cache_size is not None else 1, 1)):
         if value < low:
             raise CFMError(f"{flag} {value} must be ≥ {low}")
+    if (args.threads or 0) > 1024:
+        raise CFMError(f"--threads {args.threads} is more than 1024; use at most one per CPU core")
     if not (math.isfinite(args.lr) and args.lr > 0):
         raise CFMError(f"--lr {args.lr:g} must be a positive number")
     if not 0.0 <= args.ema_decay <= 1.0:

@@ -420,6 +420,23 @@ def test_odd_file_names_and_a_non_utf8_terminal(model_file, tmp_path):
     assert (tmp_path / "out" / os.fsdecode(b"caf\xe9 \xff_x2.png")).exists()
 
 
+def test_sizes_beyond_reason_and_special_files_are_refused(model_file, tmp_path, capsys):
+    src = photo(tmp_path / "in.png")
+    for flags, fragment in ((["-o", tmp_path / "a.png", "--steps", "1000000000"], "integer in [1, 10000]"),
+                            (["-o", tmp_path / "b.png", "--threads", "100000"], "--threads 100000 must lie in"),
+                            (["-o", ""], "-o is empty")):
+        code, err = cli(capsys, "upscale", src, "--model", model_file, *flags)
+        assert code == 2 and fragment in err
+    folder = tmp_path / "fifo"
+    photo(folder / "ok.png")
+    os.mkfifo(folder / "x.png")
+    assert list_images([str(folder)]) == [str(folder / "ok.png")]  # opening the FIFO would block for ever
+    code, err = cli(capsys, "info", os.devnull)
+    assert code == 2 and "is not a regular file" in err
+    code, err = cli(capsys, "export", src, tmp_path / "x.safetensors")
+    assert code == 2 and "is not a torch file" in err
+
+
 # ------------------------------------------------------------------------------------------- VAE folders
 
 def vae_folder(path: Path) -> Path:
@@ -612,17 +629,19 @@ def test_debug_flag_and_environment_show_the_traceback_of_an_error(model_file, t
     assert "Traceback" in capsys.readouterr().err
 
 
-def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path):
+@pytest.mark.parametrize("signum, code, line", [(signal.SIGINT, 130, "interrupted"),
+                                               (signal.SIGTERM, 143, "terminated")])
+def test_ctrl_c_or_sigterm_during_start_up_is_one_line(tmp_path, signum, code, line):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("CFM_DEBUG", None)
     proc = subprocess.Popen([sys.executable, "-m", "cfm_core", "upscale", "x.png", "-o", str(tmp_path / "o.png")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    time.sleep(0.8)  # the interpreter is up; torch is still loading
-    proc.send_signal(signal.SIGINT)
+    time.sleep(0.8)  # the interpreter is up; torch is still loading (an interrupt there can surface as numpy's
+    proc.send_signal(signum)  # ImportError: it is still reported as an interruption)
     _, err = proc.communicate(timeout=120)
     assert b"Traceback" not in err
     if proc.returncode != 2:  # 2 only if start-up finished first (then the missing file is reported)
-        assert proc.returncode == 130 and err.decode().strip() == "interrupted"
+        assert proc.returncode == code and err.decode().strip() == line
 
 
 def test_a_closed_pipe_ends_quietly(model_file):
