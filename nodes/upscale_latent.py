@@ -44,8 +44,9 @@ SOLVER_INPUTS = {
 TILE_INPUTS = {
     "tile": ("INT", {
         "default": 0, "min": 0, "max": 1024, "step": 8,
-        "tooltip": "Velocity tile size in latent pixels (8 px each for SD). 0 = whole latent, and automatic tiles "
-                   "(halving) only if it runs out of memory. Tiles are blended at every step, so no seams."}),
+        "tooltip": "Velocity tile size in latent pixels of the CFM model (8 px each for SD latents, 2 px for the "
+                   "bundled pixel model). 0 = whole latent, and automatic tiles (halving) only if it runs out of "
+                   "memory. Tiles are blended at every step, so no seams."}),
     "overlap": ("INT", {
         "default": 8, "min": 0, "max": 256, "step": 1,
         "tooltip": "Overlap of neighbouring tiles in latent pixels (at most half the tile)."}),

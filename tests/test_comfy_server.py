@@ -374,6 +374,29 @@ def test_example_workflow_runs(name, object_info, small_image, request):
     print(f"{name}: {result.seconds:.1f} s, {images[0]['filename']}")
 
 
+@pytest.mark.timeout(TIMEOUT)
+def test_step_by_step_graph_runs_with_the_bundled_model(object_info):
+    """KSampler-free: latent → PixelSpaceUpsample (factor from the bundled model) → CFMUpscaleLatent (its VAE input
+    connected: decode → pixel CFM → encode) → VAE Decode; a NoiseAugment output is refused in one line."""
+    ckpt = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}}
+    psu = {"class_type": "PixelSpaceUpsample", "inputs": {"samples": ["1", 0], "vae": ["5", 2], "scale_by": 0.0,
+                                                          "resize_method": "bilinear", "vae_tiling": "auto",
+                                                          "vae_tile_size": 512, "cfm_model": ["2", 0]}}
+    prompt = latent_probe(empty_latent(64), model=PIXEL_MODEL, extra={
+        "5": ckpt, "6": psu, "samples": ["6", 0], "vae": ["5", 2],
+        "7": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["5", 2]}},
+        "8": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "cfm-boost-test/steps"}}})
+    result = run(prompt)
+    assert result.status == "success", result.explain()
+    assert png_size(output_files(result)[0]) == (128, 128)
+    noised = copy.deepcopy(prompt)
+    noised["9"] = {"class_type": "NoiseAugment", "inputs": {"samples": ["6", 0], "noise_step": 100, "seed": 1,
+                                                            "scale_factor": 0.18215, "shift_factor": 0.0}}
+    noised["3"]["inputs"]["samples"] = ["9", 0]
+    assert_one_line_error(run(noised), "CFMUpscaleLatent", "NoiseAugment", "PixelSpaceUpsample")
+    print(f"step by step with the bundled model: {result.seconds:.1f} s")
+
+
 # ------------------------------------------------------------------------------------------ previews
 
 def run_collecting_previews(prompt: dict, node_id: str) -> tuple[Run, list[bytes], int]:
