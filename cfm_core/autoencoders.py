@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
@@ -288,7 +289,9 @@ def read_autoencoder(path: str) -> FoundVAE:
             raise CFMError(f"--vae folder {path!r} has no config.json (or vae/config.json); "
                            "pass a diffusers VAE folder or a .safetensors file")
         try:
-            vae = AutoencoderKL.from_pretrained(folder, local_files_only=True)
+            with warnings.catch_warnings():  # torch warns about the pickle protocol of a .bin it then refuses
+                warnings.simplefilter("ignore", UserWarning)
+                vae = AutoencoderKL.from_pretrained(folder, local_files_only=True)
         except Exception as exc:  # diffusers raises OSError, ValueError, JSONDecodeError, UnpicklingError, ...
             raise CFMError(f"--vae folder {folder!r} could not be loaded as a diffusers AutoencoderKL "
                            f"({type(exc).__name__}: {first_line(exc)}); check its config.json and weights") from None

@@ -15,6 +15,7 @@ stdout, progress to stderr; ``--out-json`` writes everything (atomically), ``--p
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import traceback
@@ -92,6 +93,10 @@ def run_sections(ctx: BenchContext, specs) -> tuple[list[Section], list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out_json and os.path.isdir(args.out_json):  # found before the minutes of measuring, not after
+        raise CFMError(f"--out-json {args.out_json!r} is a folder; pass a file name")
+    if args.plots and os.path.exists(args.plots) and not os.path.isdir(args.plots):
+        raise CFMError(f"--plots {args.plots!r} is a file; pass a folder")
     specs = select_sections(args.sections)
     ctx = build_context(args)
     start = time.perf_counter()

@@ -612,6 +612,14 @@ def test_evaluate_outputs_and_flags_are_checked_before_the_work(model_file, tmp_
     assert (tmp_path / "file").read_text() == "x"
 
 
+def test_bench_output_paths_are_checked_before_measuring(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    code, err = cli(capsys, "bench", "--quick", "--out-json", tmp_path)
+    assert code == 2 and "is a folder" in err
+    code, err = cli(capsys, "bench", "--quick", "--plots", tmp_path / "file")
+    assert code == 2 and "is a file" in err
+
+
 # ------------------------------------------------------------------------------------------- the process
 
 def test_debug_flag_and_environment_show_the_traceback_of_an_error(model_file, tmp_path, capsys, monkeypatch):
