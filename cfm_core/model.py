@@ -99,6 +99,10 @@ class CFMModel(nn.Module):
             raise CFMError(f"{name} must be a 4-D [B, C, H, W] tensor, got shape {tuple(z.shape)}")
         if z.shape[0] == 0:
             raise CFMError(f"{name} is an empty batch; pass at least one latent")
+        if min(z.shape[-2:]) == 0:
+            raise CFMError(f"{name} of shape {tuple(z.shape)} is empty; pass a latent of some size")
+        if not z.is_floating_point():
+            raise CFMError(f"{name} is a {str(z.dtype).replace('torch.', '')} tensor; latents are floating point")
         if z.shape[1] != c:
             raise CFMError(f"{name} has {z.shape[1]} channels but this CFM model expects {c} "
                            f"({self.config.latent.name}); use a CFM model trained for this latent space")
@@ -112,6 +116,8 @@ class CFMModel(nn.Module):
         if x_t.ndim != 4 or x_t.shape[1] != c:
             raise CFMError(f"x_t and z_up have shape {tuple(x_t.shape)} but this CFM model takes [B, {c}, H, W] "
                            f"({self.config.latent.name}) latents; use a model trained for this latent space")
+        if isinstance(t, torch.Tensor) and t.numel() not in (1, x_t.shape[0]):
+            raise CFMError(f"t has {t.numel()} values for a batch of {x_t.shape[0]}; pass one t or one per sample")
         out = self.net(x_t, t, z_up)
         cfg = self.config
         v = output_to_velocity(out, x_t, t, z_up, cfg.prediction, cfg.sigma_min).to(x_t.dtype)

@@ -74,6 +74,7 @@ def upscale_latent(model: CFMModel, z_low: torch.Tensor, space: LatentSpace | No
                    upsample: str | None = None, **kwargs) -> UpscaleResult:
     """Model-space low-res latent → PSU (or latent resize) → :func:`boost`."""
     model.check_latent(z_low, "low-res latent")
+    _check_space(model, space)
     start = time.perf_counter()
     with torch.no_grad():
         z_up = upsample_latent(z_low.float(), space, model.config.factor, upsample or model.config.upsample)
@@ -109,6 +110,7 @@ def upscale_image(model: CFMModel, image: torch.Tensor, space: LatentSpace | Non
     The start point is made as in training: bilinear resize of the image itself, then encode (no decode).
     """
     space = space or weights_free_space(model)
+    _check_space(model, space)
     if image.ndim != 4 or image.shape[1] != 3:
         raise CFMError(f"image must be [B, 3, H, W] RGB, got shape {tuple(image.shape)}")
     check_image_range(image)
@@ -127,6 +129,15 @@ def upscale_image(model: CFMModel, image: torch.Tensor, space: LatentSpace | Non
                            "(fp16 VAEs overflow)")
         out = (decoded.clamp(-1, 1) + 1) / 2
     return out.cpu(), UpscaleResult(result.latent, result.nfe, result.steps, time.perf_counter() - start)
+
+
+def _check_space(model: CFMModel, space: LatentSpace | None) -> None:
+    """The space must make the latents the model was trained on (channels and downscale)."""
+    spec, have = model.config.latent, getattr(space, "spec", None)
+    if have is not None and (have.channels, have.downscale) != (spec.channels, spec.downscale):
+        raise CFMError(f"the latent space {have.name!r} makes {have.channels}-channel /{have.downscale} latents but "
+                       f"this CFM model works in {spec.name!r} ({spec.channels} channels, /{spec.downscale}); pass "
+                       "the space the model was trained in")
 
 
 def check_image_range(image: torch.Tensor) -> None:

@@ -77,11 +77,21 @@ def make_low_res(high_res: torch.Tensor, factor: int = 2, kernel: str = "box") -
 def pixel_space_upsample(z: torch.Tensor, space: LatentSpace, factor: int = 2,
                          mode: str = "bilinear") -> torch.Tensor:
     """PSU: encode(resize(decode(z), ×factor)). ``z`` and the result are model-space latents."""
+    _check_latent(z, space.spec.channels)
     return space.encode(resize_pixels(space.decode(z), factor, mode))
+
+
+def _check_latent(z: torch.Tensor, channels: int | None = None) -> None:
+    if z.ndim != 4 or min(z.shape) < 1 or (channels is not None and z.shape[1] != channels):
+        want = f"[B, {channels}, H, W]" if channels is not None else "[B, C, H, W]"
+        raise CFMError(f"latent of shape {tuple(z.shape)} cannot be upsampled here; it must be {want} (non-empty)")
 
 
 def latent_upsample(z: torch.Tensor, factor: int = 2, mode: str = "bilinear") -> torch.Tensor:
     """Cheap alternative to PSU: interpolate the latent itself."""
+    _check_latent(z)
+    if mode not in ("bilinear", "nearest"):
+        raise CFMError(f"latent upsample mode {mode!r} is unknown; use bilinear or nearest")
     if mode == "bilinear":
         return F.interpolate(z, scale_factor=factor, mode="bilinear", align_corners=False)
     return F.interpolate(z, scale_factor=factor, mode="nearest")

@@ -37,6 +37,8 @@ def latent_samples(latent: dict, name: str = "LATENT") -> torch.Tensor:
     if not isinstance(latent, dict) or "samples" not in latent:
         raise CFMError(f"{name} is not a ComfyUI LATENT (a dict with 'samples'); connect a LATENT output")
     samples = latent["samples"]
+    if not isinstance(samples, torch.Tensor):
+        raise CFMError(f"{name}['samples'] is a {type(samples).__name__}, not a tensor; connect a LATENT output")
     if samples.ndim != 4:
         raise CFMError(f"{name} has shape {tuple(samples.shape)}; CFM Boost needs an image latent [B, C, H, W] "
                        "(video latents are not supported)")

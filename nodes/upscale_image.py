@@ -24,6 +24,9 @@ MIN_IMAGE_SIDE = 16
 
 def to_rgb_bchw(image: torch.Tensor) -> torch.Tensor:
     """ComfyUI IMAGE [B, H, W, C] 0..1 → [B, 3, H, W] (alpha dropped, grey repeated)."""
+    if not isinstance(image, torch.Tensor) or not image.is_floating_point():
+        raise CFMError(f"IMAGE is a {getattr(image, 'dtype', type(image).__name__)}, not a float tensor [B, H, W, 3] "
+                       "in 0..1; connect an IMAGE output")
     if image.ndim != 4 or image.shape[-1] not in (1, 3, 4):
         raise CFMError(f"IMAGE has shape {tuple(image.shape)}; expected [B, H, W, 3] (a ComfyUI IMAGE)")
     if min(image.shape[1:3]) < MIN_IMAGE_SIDE:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import signal
 import struct
 import subprocess
@@ -24,10 +25,20 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from cfm_core import CFMConfig, CFMError, CFMModel, SpaceToDepth, boost, preset, save_model
+from cfm_core import (
+    CFMConfig,
+    CFMError,
+    CFMModel,
+    SpaceToDepth,
+    boost,
+    latent_upsample,
+    pixel_space_upsample,
+    preset,
+    save_model,
+)
 from cfm_core.__main__ import main
 from cfm_core.images import list_images
-from cfm_core.pipeline import upscale_image
+from cfm_core.pipeline import upscale_image, upscale_latent
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_TRAIN = ["--preset", "tiny", "--model-channels", "32", "--channel-mult", "1,2", "--num-res-blocks", "1",
@@ -359,6 +370,16 @@ def test_api_refuses_8_bit_and_out_of_range_images_and_wrong_channels():
         model(x, 0.5, x)
     with pytest.raises(CFMError, match="4 channels but this CFM model expects 12"):
         boost(model, x)
+    z = torch.zeros(1, 12, 8, 8)
+    cases = {"makes 48-channel /4 latents": lambda: upscale_latent(model, z, SpaceToDepth(4)),
+             "t has 3 values for a batch of 1": lambda: model(z, torch.rand(3), z),
+             "must be [B, 12, H, W]": lambda: pixel_space_upsample(torch.zeros(1, 5, 8, 8), SpaceToDepth(2)),
+             "mode 'bogus' is unknown": lambda: latent_upsample(z, 2, "bogus"),
+             "is empty": lambda: boost(model, torch.zeros(1, 12, 0, 9)),
+             "complex64 tensor": lambda: boost(model, z.to(torch.complex64))}
+    for fragment, call in cases.items():
+        with pytest.raises(CFMError, match=re.escape(fragment)):
+            call()
 
 
 # ------------------------------------------------------------------------------------------- images
@@ -688,6 +709,10 @@ def test_nodes_refuse_hostile_model_files_in_one_line_and_the_next_prompt_runs(c
         upscale(image, handle, "euler", 1)
     assert "\n" not in str(excinfo.value)
     handle, _ = loader.load("good.safetensors", "fp32")  # the next prompt runs
+    with pytest.raises(CFMError, match="not a float tensor"):  # a custom node handing over 8-bit pixels
+        upscale((image * 255).to(torch.uint8), handle, "euler", 1)
+    with pytest.raises(CFMError, match="is a list, not a tensor"):
+        comfy.nodes.common.latent_samples({"samples": [1, 2]})
     out, = upscale(image * 1.02, handle, "euler", 1)  # a filter's slight overshoot is clipped, not refused
     assert out.shape == (1, 32, 32, 3) and torch.isfinite(out).all()
 
