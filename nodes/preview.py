@@ -40,12 +40,13 @@ def previews_enabled() -> bool:
 
 
 def comfy_latent_format(spec: LatentSpec):
-    """ComfyUI's latent format for a CFM model's VAE family (by name, else by channel count), or None."""
+    """ComfyUI's latent format for a CFM model's VAE family (its ``family``, else its name, else the channel
+    count), or None."""
     try:
         import comfy.latent_formats as formats
     except ImportError:
         return None
-    name = spec.name.lower()
+    name = (getattr(spec, "family", "") or spec.name).lower()
     if spec.channels == 4:
         return formats.SDXL() if "xl" in name else formats.SD15()
     if spec.channels == 16:

@@ -167,6 +167,9 @@ def test_latent_formats_follow_the_vae_family(comfy):
              for n, c in [("sd15", 4), ("sdxl", 4), ("sd3", 16), ("flux", 16)]}
     assert names == {("sd15", 4): "SD15", ("sdxl", 4): "SDXL", ("sd3", 16): "SD3", ("flux", 16): "Flux"}
     assert comfy_latent_format(spec("odd", 8)) is None
+    if "family" in LatentSpec.__dataclass_fields__:  # the recorded family wins over a free-form name
+        flux = LatentSpec(kind="vae", channels=16, downscale=8, name="my-vae", family="flux")
+        assert type(comfy_latent_format(flux)).__name__ == "Flux"
 
 
 def test_pixel_model_previews_a_downscaled_image(comfy, monkeypatch):
