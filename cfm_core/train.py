@@ -306,7 +306,7 @@ def read_log(log_path: str) -> tuple[list[dict], list[str]]:
                 rec = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(rec, dict) and isinstance(rec.get("step"), int) and isinstance(rec.get("loss"), (int, float)):
+            if isinstance(rec, dict) and isinstance(rec.get("step"), int):
                 records.append(rec)
                 lines.append(line if line.endswith("\n") else line + "\n")
     return records, lines
@@ -318,7 +318,7 @@ def plot_loss(log_path: str, png_path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records, _ = read_log(log_path)
+    records = [r for r in read_log(log_path)[0] if isinstance(r.get("loss"), (int, float))]
     steps, losses = [r["step"] for r in records], [r["loss"] for r in records]
     if not steps:
         return
@@ -629,10 +629,13 @@ def _lock_run(folder: str):
     handle = open(os.path.join(folder, LOCK_FILE), "a")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:
         handle.close()
         raise CFMError(f"--out {folder!r} is in use by another train process; wait for it to finish or pick "
                        "another --out") from None
+    except OSError:  # a file system without locks (some network mounts): run unguarded, as before
+        handle.close()
+        return None
     return handle
 
 
