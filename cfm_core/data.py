@@ -23,7 +23,7 @@ from .augment import _mix64
 from .autoencoders import LatentSpace
 from .checkpoint import atomic_write
 from .errors import CFMError
-from .images import list_images, load_image
+from .images import MAX_PIXELS, list_images, load_image
 from .upsample import make_low_res
 
 
@@ -46,6 +46,8 @@ def scan_images(folder: str | list[str], min_side: int) -> list[str]:
         try:
             with Image.open(path) as im:
                 w, h = im.size
+                if w * h > MAX_PIXELS or getattr(im, "n_frames", 1) > 1:  # load_image would refuse it mid-run
+                    raise ValueError("too large or animated")
                 im.verify()
         except Exception:
             broken += 1

@@ -516,6 +516,17 @@ def test_train_flag_errors_come_first_and_leave_no_folder(tmp_path, capsys, flag
     assert not (tmp_path / "run").exists()
 
 
+def test_training_data_skips_animated_and_huge_images_up_front(tmp_path):
+    from cfm_core.data import scan_images
+
+    data = tmp_path / "data"
+    good = photo(data / "a.png", 64, 64)
+    frames = [Image.new("RGB", (64, 64), (i * 80, 0, 0)) for i in range(2)]
+    frames[0].save(data / "pages.tiff", save_all=True, append_images=frames[1:])
+    png_header_only(data / "huge.png", 9000, 9000)
+    assert scan_images(str(data), 32) == [good]  # not a failure at the step that first draws them
+
+
 def test_failed_run_leaves_no_empty_out_folder_and_out_must_be_a_folder(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     code, err = cli(capsys, "train", "--data", tmp_path / "empty", "--out", tmp_path / "run", *TINY_TRAIN)
