@@ -85,23 +85,16 @@ def family_from_metadata(metadata: Mapping[str, str] | None) -> str | None:
     return None
 
 
-# (key fragment, family): the diffusion model beside the VAE in a full checkpoint; SDXL before SD1.x because SDXL
-# checkpoints hold no cond_stage_model but some merges keep one
+# (key fragment, family), most specific first: the diffusion model and text encoders beside the VAE in a full
+# checkpoint. ``label_emb`` comes last: SD2.x unCLIP UNets have one too, beside their cond_stage_model.
 _NEIGHBOUR_KEYS = (("joint_blocks.", "sd3"), ("double_blocks.", "flux"), ("conditioner.embedders.", "sdxl"),
-                   ("diffusion_model.label_emb.", "sdxl"), ("cond_stage_model.", "sd15"))
+                   ("cond_stage_model.", "sd15"), ("diffusion_model.label_emb.", "sdxl"))
 
 
 def family_from_checkpoint_keys(keys: Iterable[str]) -> str | None:
     """The family a full model checkpoint belongs to, from the UNet/transformer/text-encoder keys beside its VAE."""
-    found = set()
-    for key in keys:
-        for fragment, family in _NEIGHBOUR_KEYS:
-            if fragment in key:
-                found.add(family)
-    for _, family in _NEIGHBOUR_KEYS:  # the most specific marker wins
-        if family in found:
-            return family
-    return None
+    found = {fragment for key in keys for fragment, _ in _NEIGHBOUR_KEYS if fragment in key}
+    return next((family for fragment, family in _NEIGHBOUR_KEYS if fragment in found), None)
 
 
 _PIPELINES = {"StableDiffusion3": "sd3", "Flux": "flux", "StableDiffusionXL": "sdxl", "StableDiffusion": "sd15"}

@@ -73,6 +73,9 @@ def test_metadata_and_checkpoint_neighbours_name_the_family():
     for family, keys in make.CHECKPOINT_NEIGHBOURS.items():
         assert family_from_checkpoint_keys(keys) == family
     assert family_from_checkpoint_keys(["encoder.conv_in.weight", "decoder.conv_out.weight"]) is None
+    unclip = ["cond_stage_model.model.ln_final.weight", "model.diffusion_model.label_emb.0.0.weight"]  # SD2.1 unCLIP
+    assert family_from_checkpoint_keys(unclip) == "sd15"
+    assert family_from_checkpoint_keys(["model.diffusion_model.label_emb.0.0.weight"]) == "sdxl"
 
 
 @pytest.mark.parametrize("channels, flag", [(4, "--vae-family sd15|sdxl"), (16, "--vae-family sd3|flux")])
