@@ -313,7 +313,7 @@ def convert_official(src: str, dst: str, *, use_ema: bool = True, latent: Latent
         raise CFMError(f"{src!r} has no '{prefix}*' tensors; is it an fm-boosting checkpoint?")
     unet = official_config(net_sd, dim_head)
     # The official setup: SD1.x kl-f8 VAE, ×0.18215, 64→128 latents, noise step 400, Euler.
-    config = CFMConfig(unet=unet, latent=latent or LatentSpec(), factor=2, noise_step=400,
+    config = CFMConfig(unet=unet, latent=latent or LatentSpec(family="sd15"), factor=2, noise_step=400,
                        default_solver="euler", default_steps=40,
                        training={"source": os.path.basename(src), "weights": "ema" if use_ema else "online"})
     model = CFMModel(config)

@@ -280,6 +280,7 @@ def test_convert_official_writes_a_loadable_checkpoint(official_ckpt, tmp_path, 
     model = load_model(str(out))
     assert model.config.unet == preset("tiny", attention="official")
     assert model.config.noise_step == 400 and model.config.latent.scale_factor == 0.18215
+    assert model.config.latent.family == "sd15"  # the official models work in the SD1.x VAE's space
     expected = ema if use_ema else online
     assert all(torch.equal(model.net.state_dict()[k], v) for k, v in expected.items())
     assert model.config.training["weights"] == ("ema" if use_ema else "online")
