@@ -140,7 +140,8 @@ def fingerprint_weight(autoencoder) -> torch.Tensor | None:
 
 
 class DiffusersVAE:
-    """A diffusers ``AutoencoderKL`` read from a local file (LDM or diffusers keys) or a local folder.
+    """A diffusers ``AutoencoderKL`` read from a local VAE file (LDM or diffusers keys, with or without quant_conv),
+    a diffusers folder, or the VAE tensors of a full model checkpoint (:meth:`load`).
 
     Encoding returns the posterior **mean**, scaled: z = (mean − shift)·scale.
     """
