@@ -352,6 +352,11 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise CFMError(f"--max-minutes {args.max_minutes:g} must be positive")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise CFMError(f"--out {args.out!r} is a file; pass a folder for the run")
+    out = os.path.realpath(args.out)
+    for folder in (d for d in args.data if os.path.isdir(d)):
+        if os.path.commonpath([out, os.path.realpath(folder)]) == os.path.realpath(folder):
+            raise CFMError(f"--out {args.out!r} lies inside --data {folder!r}: the run's loss.png would become a "
+                           "training image; put the run elsewhere")
     if args.export:
         from .checkpoint import check_destination
 

@@ -534,6 +534,8 @@ def test_failed_run_leaves_no_empty_out_folder_and_out_must_be_a_folder(tmp_path
     (tmp_path / "file").write_text("x")
     code, err = cli(capsys, "train", "--data", tmp_path / "empty", "--out", tmp_path / "file", *TINY_TRAIN)
     assert code == 2 and "is a file" in err
+    code, err = cli(capsys, "train", "--data", tmp_path, "--out", tmp_path / "run", *TINY_TRAIN)
+    assert code == 2 and "inside --data" in err and not (tmp_path / "run").exists()
 
 
 def test_resume_refuses_broken_states_in_one_line_and_runs_no_payload(tmp_path, capsys):
