@@ -127,7 +127,9 @@ def image_size(path: str) -> tuple[int, int]:
     try:
         with _no_bomb_warning(), Image.open(path) as opened:  # callers check the size
             return opened.size
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except Image.DecompressionBombError:  # Pillow's own limit (twice its MAX_IMAGE_PIXELS), met in Image.open
+        raise CFMError(f"{path}: image is larger than {MAX_PIXELS} pixels; downscale it first") from None
+    except (UnidentifiedImageError, OSError, ValueError, EOFError) as exc:
         raise CFMError(f"{path}: not a readable image ({first_line(exc)})") from None
 
 

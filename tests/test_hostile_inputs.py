@@ -403,6 +403,10 @@ def test_huge_images_are_refused_from_their_header_before_decoding(model_file, t
         load_image(huge)
     code, err = cli(capsys, "upscale", huge, "-o", tmp_path / "o.png", "--model", model_file)
     assert code == 2 and "over 16384 px per side" in err and "--scale 2" not in err  # the scale is already 2
+    for side in (20000, 60000):  # beyond Pillow's own bomb limit, which Image.open itself enforces
+        code, err = cli(capsys, "upscale", png_header_only(tmp_path / f"s{side}.png", side, side), "-o",
+                        tmp_path / "o.png", "--model", model_file)
+        assert code == 2 and "larger than" in err
     wide = png_header_only(tmp_path / "wide.png", 6000, 100)
     code, err = cli(capsys, "upscale", wide, "-o", tmp_path / "o.png", "--model", model_file, "--scale", "4")
     assert code == 2 and "or use --scale 2" in err and "not a readable" not in err
