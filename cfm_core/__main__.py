@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     _tolerant_streams()
-    state = {"debug": os.environ.get(DEBUG_ENV, "") not in ("", "0"), "interrupted": False}
+    state = {"debug": os.environ.get(DEBUG_ENV, "") not in ("", "0"), "signal": 0}
     if argv[:1] == ["--debug"]:
         state["debug"], argv = True, argv[1:]
     restore = _note_interrupts(state)
@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         _silence_stdout()
         return 141  # 128 + SIGPIPE, what a shell reports for a writer killed by the pipe
     except Exception as exc:
-        if state["interrupted"]:  # Ctrl-C inside an import can surface as another error (numpy: ImportError)
-            return _fail("interrupted", 130, state)
+        if state["signal"]:  # Ctrl-C inside an import can surface as another error (numpy: ImportError)
+            signum = state["signal"]
+            return _fail("interrupted" if signum == 2 else "terminated", 128 + signum, state)
         message, code = _describe(exc)
         return _fail(message, code, state)
     finally:
@@ -83,7 +84,7 @@ def _note_interrupts(state: dict):
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def interrupt(signum, frame):
-        state["interrupted"] = True
+        state["signal"] = signum
         stop = KeyboardInterrupt()
         stop.signum = signum
         raise stop
