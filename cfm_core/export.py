@@ -33,7 +33,9 @@ def run(args: argparse.Namespace) -> int:
     except (TypeError, ValueError):
         run_args = {}
     run_args = run_args if isinstance(run_args, dict) else {}
-    summary = {"steps": int(state["step"]), "seconds": round(float(state.get("elapsed", 0.0)), 1),
+    elapsed = state.get("elapsed", 0.0)
+    summary = {"steps": int(state["step"]), "seconds": round(float(elapsed), 1) if isinstance(elapsed, (int, float))
+               else None,
                "objective": config.objective, "lr": run_args.get("lr"), "seed": run_args.get("seed"),
                "exported_from": "online" if args.online else "ema"}
     weights = state["net"] if args.online else state["ema"]

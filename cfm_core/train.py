@@ -254,10 +254,13 @@ def _load_state(path: str) -> dict:
     except Exception as exc:
         raise CFMError(f"training state {path!r} is unreadable ({first_line(exc)}); it is damaged — start a new "
                        "--out") from None
-    if not isinstance(state, dict) or any(k not in state for k in STATE_KEYS):
-        have = sorted(state)[:6] if isinstance(state, dict) else type(state).__name__
-        raise CFMError(f"training state {path!r} lacks {[k for k in STATE_KEYS if k not in (state or {})]} (has "
-                       f"{have}); it is damaged or not a cfm_core train_state.pt — start a new --out")
+    if not isinstance(state, dict):
+        raise CFMError(f"training state {path!r} holds a {type(state).__name__}, not a cfm_core training state; "
+                       "start a new --out")
+    missing = [k for k in STATE_KEYS if k not in state]
+    if missing:
+        raise CFMError(f"training state {path!r} lacks {missing} (has {sorted(map(str, state))[:6]}); it is "
+                       "damaged or not a cfm_core train_state.pt — start a new --out")
     bad = [k for k in ("net", "ema", "optim") if not isinstance(state[k], dict)]
     if bad or isinstance(state["step"], bool) or not isinstance(state["step"], int) or state["step"] < 0:
         raise CFMError(f"training state {path!r} has a malformed {(bad or ['step'])[0]!r} entry; it is damaged — "
