@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,16 @@ RANDOM_WEIGHTS = "random weights — timing only"
 
 def log_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def shown_path(path: str) -> str:
+    """A model path as a report shows it: relative to the pack when inside it, else the file name only (reports
+    are committed to docs/, and a folder of this machine means nothing on another)."""
+    pack = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    full = os.path.abspath(path)
+    if os.path.commonpath([pack, full]) == pack:
+        return os.path.relpath(full, pack).replace(os.sep, "/")
+    return os.path.basename(full)
 
 
 @dataclass

@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-from .bench_common import RANDOM_WEIGHTS, BenchContext, Goal, Section, Table
+from .bench_common import RANDOM_WEIGHTS, BenchContext, Goal, Section, Table, shown_path
 from .bench_timing import ratio
 from .errors import CFMError
 
@@ -189,7 +189,7 @@ def run_memory(ctx: BenchContext, cfg: MemoryConfig | None = None, model_path: s
     section.tables.append(table)
     section.extra["children"] = {f"{o}-{'tiled' if t else 'untiled'}": r for (o, t), r in results.items()}
     section.goals.append(memory_goal(cfg, results, gpu))
-    section.notes.append(f"model: {path}" if path else
+    section.notes.append(f"model: {shown_path(path)}" if path else
                          f"no trained model found: a stand-in `{cfg.standin_preset}` UNet in space-to-depth "
                          f"({cfg.standin_space_factor}×) pixel space, {RANDOM_WEIGHTS} (memory does not depend "
                          "on the weights).")

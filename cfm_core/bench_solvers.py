@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .bench_common import BenchContext, Goal, Section, Table, free_memory, timed
+from .bench_common import BenchContext, Goal, Section, Table, free_memory, shown_path, timed
 from .checkpoint import load_model
 from .model import CFMModel
 from .pipeline import upscale_image
@@ -84,7 +84,7 @@ def run_solvers(ctx: BenchContext, cfg: SolverConfig | None = None, model: CFMMo
                                       reason="skipped: no trained model"))
             return section
         model = load_model(path, device=ctx.device)
-        section.notes.append(f"model: {path}")
+        section.notes.append(f"model: {shown_path(path)}")
     gt = held_out_image(cfg.crop)
     f = model.config.factor
     low = make_low_res(gt, f)

@@ -12,7 +12,7 @@ definitions; ``tests/browser/check_workflows.js`` loads them in the real fronten
 
 usage (repository root):
     .venv/bin/python scripts/make_workflows.py                    # (re)write workflows/*.json and workflows/api/
-    .venv/bin/python scripts/make_workflows.py --refresh-core-info /work/comfy_object_info.json
+    .venv/bin/python scripts/make_workflows.py --refresh-core-info <object_info.json saved from a ComfyUI server>
         # or a server URL (http://127.0.0.1:8188): refresh tests/data/core_object_info.json for the core node types
     .venv/bin/python scripts/make_workflows.py --thumbnails-from DIR
         # also write workflows/<name>.jpg (the template browser's thumbnails) from the screenshots DIR/<name>.png

@@ -20,7 +20,7 @@ Make one (about a minute each on 2 cores; M = ComfyUI/models; sd15's come from m
         M/vae/cfm_test_flux_random_ae.safetensors
     .venv/bin/python -m cfm_core train --data PHOTOS --space vae --vae M/vae/cfm_test_flux_random_ae.safetensors \\
         --vae-family flux --preset tiny --crop 64 --batch-size 2 --cache-size 4 --max-steps 2 --warmup 1 \\
-        --out /tmp/flux_run --export M/cfm/cfm-test-flux-2x.safetensors
+        --out <scratch run folder> --export M/cfm/cfm-test-flux-2x.safetensors
 (sd3: ``--layout diffusers --seed 12``; sdxl: ``--layout ldm --seed 13``.)
 """
 from __future__ import annotations
