@@ -37,22 +37,9 @@ from .upscale_latent import CFMUpscaleLatent  # noqa: E402
 
 register_model_folder()
 
-NODE_CLASS_MAPPINGS = {
-    "CFMLoader": CFMLoader,
-    "PixelSpaceUpsample": PixelSpaceUpsample,
-    "NoiseAugment": NoiseAugment,
-    "CFMUpscaleLatent": CFMUpscaleLatent,
-    "CFMBoost": CFMBoost,
-    "CFMUpscaleImage": CFMUpscaleImage,
-}
-
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "CFMLoader": "CFM Loader",
-    "PixelSpaceUpsample": "CFM Pixel-Space Upsample",
-    "NoiseAugment": "CFM Noise Augment",
-    "CFMUpscaleLatent": "CFM Upscale Latent",
-    "CFMBoost": "CFM Boost (upscale latent)",
-    "CFMUpscaleImage": "CFM Upscale Image",
-}
+# The node id is the class name (saved workflows refer to it: never rename a class); the menu shows DISPLAY_NAME.
+NODES = (CFMLoader, PixelSpaceUpsample, NoiseAugment, CFMUpscaleLatent, CFMBoost, CFMUpscaleImage)
+NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in NODES}
+NODE_DISPLAY_NAME_MAPPINGS = {cls.__name__: cls.DISPLAY_NAME for cls in NODES}
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

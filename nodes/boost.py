@@ -18,11 +18,10 @@ from .common import (
     to_raw_space,
     vae_downscale,
 )
-from .noise_augment import NOISE_STEP_INPUT
+from .inputs import NOISE_STEP_INPUT, SOLVER_INPUTS, TILE_INPUTS, VAE_TILING_INPUTS
 from .pixel_model import PIXEL_MODEL_NOTE, boost_latent_in_pixels, is_pixel_model
-from .pixel_upsample import RESIZE_MODES, VAE_TILING_INPUTS, psu_raw
+from .pixel_upsample import RESIZE_MODES, psu_raw
 from .solve import SolveSettings, solve_latent
-from .upscale_latent import SOLVER_INPUTS, TILE_INPUTS
 from .vae_space import DEFAULT_TILE_PX
 
 
@@ -39,6 +38,7 @@ class CFMBoost:
                    "through the VAE, noise augmentation and a few ODE steps of the CFM model. Equivalent to "
                    "PixelSpaceUpsample → CFMUpscaleLatent. Output: an unscaled high-res LATENT for VAE Decode or a "
                    "second KSampler pass. A latent model needs the VAE it was trained for. " + PIXEL_MODEL_NOTE)
+    DISPLAY_NAME = "CFM Boost (upscale latent)"  # what the node menu and the node's title show
     CATEGORY = CATEGORY
     FUNCTION = "boost"
     RETURN_TYPES = ("LATENT",)

@@ -102,6 +102,7 @@ class CFMLoader:
                    "Matching') from ComfyUI/models/cfm, or the small pixel-space 2× model bundled with the pack. "
                    "Models are .safetensors files that describe themselves (architecture, latent space, factor), "
                    "so there is nothing else to set. The model moves to the GPU only while a CFM node runs.")
+    DISPLAY_NAME = "CFM Loader"  # what the node menu and the node's title show
     CATEGORY = CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = ("CFM_MODEL", "STRING")

@@ -15,7 +15,6 @@ from cfm_core.path import start_point
 
 from .common import (
     CATEGORY,
-    MAX_SEED,
     batch_indices,
     check_finite,
     latent_samples,
@@ -26,14 +25,7 @@ from .common import (
     to_model_space,
     to_raw_space,
 )
-
-NOISE_STEP_INPUT = ("INT", {
-    "default": -1, "min": -1, "max": 999,
-    "tooltip": "Noise-augmentation step of the start point (0 = none, 999 = pure noise). -1 = the model's own "
-               "(400 in the paper, 400 without a model). More noise lets the model invent more detail."})
-SEED_INPUT = ("INT", {
-    "default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
-    "tooltip": "Seed of the augmentation noise. Batch-stable: an image gets the same noise alone or in a batch."})
+from .inputs import NOISE_STEP_INPUT, SEED_INPUT
 
 
 class NoiseAugment:
@@ -41,6 +33,7 @@ class NoiseAugment:
                    "x0 = √ᾱ·z + √(1−ᾱ)·ε, computed in the model's scaled space. The output LATENT holds x0 in "
                    "'samples' and the clean latent in 'cfm_context'; connect it to CFMUpscaleLatent. Optional: "
                    "CFMUpscaleLatent does this by itself when given a clean latent.")
+    DISPLAY_NAME = "CFM Noise Augment"  # what the node menu and the node's title show
     CATEGORY = CATEGORY
     FUNCTION = "augment"
     RETURN_TYPES = ("LATENT",)

@@ -22,30 +22,22 @@ from .common import (
     resize_noise_mask,
     vae_downscale,
 )
-from .vae_space import DEFAULT_TILE_PX, TILING_MODES, ComfyVAESpace
+from .inputs import VAE_TILING_INPUTS
+from .vae_space import DEFAULT_TILE_PX, ComfyVAESpace
 
 RESIZE_MODES = ("bilinear", "bicubic", "nearest-exact")
-MAX_SCALE = 8.0
-
-VAE_TILING_INPUTS = {
-    "vae_tiling": (list(TILING_MODES), {
-        "default": "auto",
-        "tooltip": "Decode/encode the image in tiles. auto: only for images above 4 megapixels, or when the plain "
-                   "VAE call runs out of memory. Tiles cost ~3× the time but bound the VRAM."}),
-    "vae_tile_size": ("INT", {
-        "default": DEFAULT_TILE_PX, "min": 64, "max": 4096, "step": 64,
-        "tooltip": "Tile size in pixels for tiled VAE decode/encode (like VAE Encode (Tiled)); the overlap is 64 px "
-                   "or a quarter of the tile."}),
-}
+MAX_SCALE = 8.0  # scale_by: any factor in (0, MAX_SCALE]; 0 on the widget = the CFM model's factor
 
 
 def resize_image(image: torch.Tensor, height: int, width: int, mode: str) -> torch.Tensor:
-    """[B, H, W, C] → [B, height, width, C]. No clamp and no antialias (the models are trained that way)."""
+    """[B, H, W, C] → [B, height, width, C]. No clamp, and no antialias when enlarging (the models are trained
+    that way); shrinking (scale_by below 1) is antialiased in bilinear/bicubic, so it does not alias."""
     if mode not in RESIZE_MODES:
         raise CFMError(f"resize_method={mode!r} is unknown; use one of {RESIZE_MODES}")
     x = image.movedim(-1, 1)
     if mode in ("bilinear", "bicubic"):
-        x = F.interpolate(x, size=(height, width), mode=mode, align_corners=False)
+        shrinking = height < x.shape[-2] or width < x.shape[-1]
+        x = F.interpolate(x, size=(height, width), mode=mode, align_corners=False, antialias=shrinking)
     else:
         x = F.interpolate(x, size=(height, width), mode=mode)
     return x.movedim(1, -1)
@@ -60,8 +52,9 @@ def target_size(raw: torch.Tensor, scale: float) -> tuple[int, int]:
 def psu_raw(vae, raw: torch.Tensor, scale: float, mode: str = "bilinear", tiling: str = "auto",
             tile_size: int = DEFAULT_TILE_PX) -> torch.Tensor:
     """Raw latent [B, C, h, w] → raw latent [B, C, round(s·h), round(s·w)] through pixel space."""
-    if not 1.0 <= scale <= MAX_SCALE:
-        raise CFMError(f"scale_by={scale:g} must be between 1 and {MAX_SCALE:g}")
+    if not 0.0 < scale <= MAX_SCALE:
+        raise CFMError(f"scale_by={scale:g} must be above 0 and at most {MAX_SCALE:g} (0 on the node = the CFM "
+                       "model's factor)")
     if raw.shape[1] != vae.latent_channels:
         raise CFMError(f"LATENT has {raw.shape[1]} channels but the VAE makes {vae.latent_channels}-channel "
                        "latents; connect the VAE that produced this latent")
@@ -78,6 +71,7 @@ class PixelSpaceUpsample:
                    "resize the image (bilinear, as the models are trained) and VAE-encode it again. The output is "
                    "the clean upsampled LATENT (unscaled, like every ComfyUI latent); noise_mask is resized and "
                    "batch_index kept. Connect it to CFMUpscaleLatent, or to NoiseAugment for manual control.")
+    DISPLAY_NAME = "CFM Pixel-Space Upsample"  # what the node menu and the node's title show
     CATEGORY = CATEGORY
     FUNCTION = "upsample"
     RETURN_TYPES = ("LATENT",)
@@ -92,8 +86,9 @@ class PixelSpaceUpsample:
                 "vae": ("VAE", {"tooltip": "The VAE of this latent (and the one the CFM model was trained for)."}),
                 "scale_by": ("FLOAT", {
                     "default": 2.0, "min": 0.0, "max": MAX_SCALE, "step": 0.05,
-                    "tooltip": "Upscale factor. 0 = the connected CFM model's factor (2 if none). CFM models are "
-                               "trained for one factor (usually 2): other values give them unfamiliar input."}),
+                    "tooltip": "Upscale factor. 0 = the connected CFM model's factor (2 if none); below 1 shrinks "
+                               "(antialiased). CFM models are trained for one factor (usually 2): other values give "
+                               "them unfamiliar input."}),
                 "resize_method": (list(RESIZE_MODES), {
                     "default": "bilinear",
                     "tooltip": "Pixel resize between decode and encode. bilinear is what the models are trained "

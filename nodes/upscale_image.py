@@ -14,9 +14,8 @@ from cfm_core import CFMError
 from cfm_core.pipeline import upscale_image
 
 from .common import CATEGORY, check_finite, check_vae_matches, model_scaling
-from .noise_augment import NOISE_STEP_INPUT
+from .inputs import NOISE_STEP_INPUT, SOLVER_INPUTS, TILE_INPUTS
 from .solve import SolveSettings, check_output, run_model
-from .upscale_latent import SOLVER_INPUTS, TILE_INPUTS
 from .vae_space import ComfyVAESpace
 
 MIN_IMAGE_SIDE = 16
@@ -47,6 +46,7 @@ class CFMUpscaleImage:
     DESCRIPTION = ("Upscales an IMAGE with a CFM model by its factor (usually 2×). Made for pixel-space models such "
                    "as the bundled cfm-pixel-2x (no VAE needed); a latent model also works when its VAE is "
                    "connected. Any image size: edges are padded to the model's grid and cropped back.")
+    DISPLAY_NAME = "CFM Upscale Image"  # what the node menu and the node's title show
     CATEGORY = CATEGORY
     FUNCTION = "upscale"
     RETURN_TYPES = ("IMAGE",)

@@ -22,7 +22,7 @@ from .common import (
     to_model_space,
     to_raw_space,
 )
-from .noise_augment import NOISE_STEP_INPUT, SEED_INPUT
+from .inputs import NOISE_STEP_INPUT, SOLVER_INPUTS, TILE_INPUTS, with_tooltip
 from .pixel_model import (
     PIXEL_MODEL_NOTE,
     is_pixel_model,
@@ -30,27 +30,7 @@ from .pixel_model import (
     require_vae_for_pixel_model,
     solve_upsampled_in_pixels,
 )
-from .solve import NFE_HELP, SOLVER_CHOICES, SolveSettings, solve_latent
-
-SOLVER_INPUTS = {
-    "solver": (SOLVER_CHOICES, {
-        "default": "default",
-        "tooltip": "ODE solver. default = the model's own (usually euler). " + NFE_HELP}),
-    "steps": ("INT", {
-        "default": 0, "min": 0, "max": 1000,
-        "tooltip": "Integration steps; 0 = the model's default. " + NFE_HELP}),
-    "seed": SEED_INPUT,
-}
-TILE_INPUTS = {
-    "tile": ("INT", {
-        "default": 0, "min": 0, "max": 1024, "step": 8,
-        "tooltip": "Velocity tile size in latent pixels of the CFM model (8 px each for SD latents, 2 px for the "
-                   "bundled pixel model). 0 = whole latent, and automatic tiles (halving) only if it runs out of "
-                   "memory. Tiles are blended at every step, so no seams."}),
-    "overlap": ("INT", {
-        "default": 8, "min": 0, "max": 256, "step": 1,
-        "tooltip": "Overlap of neighbouring tiles in latent pixels (at most half the tile)."}),
-}
+from .solve import SolveSettings, solve_latent
 
 
 def start_and_context(handle, latent: dict):
@@ -79,6 +59,7 @@ class CFMUpscaleLatent:
                    "LATENT for VAE Decode or a second KSampler pass. For a latent model the latent must come from "
                    "the VAE the model was trained for. With a pixel-space model connect the VAE (optional input) "
                    "and PixelSpaceUpsample's output (not NoiseAugment's): " + PIXEL_MODEL_NOTE)
+    DISPLAY_NAME = "CFM Upscale Latent"  # what the node menu and the node's title show
     CATEGORY = CATEGORY
     FUNCTION = "upscale"
     RETURN_TYPES = ("LATENT",)
@@ -94,9 +75,7 @@ class CFMUpscaleLatent:
                 "tooltip": "The upsampled latent: PixelSpaceUpsample's output (already at the target size) or "
                            "NoiseAugment's output."}),
             **SOLVER_INPUTS,
-            "noise_step": (NOISE_STEP_INPUT[0], {
-                **NOISE_STEP_INPUT[1],
-                "tooltip": NOISE_STEP_INPUT[1]["tooltip"] + " Ignored for NoiseAugment outputs (already noised)."}),
+            "noise_step": with_tooltip(NOISE_STEP_INPUT, "Ignored for NoiseAugment outputs (already noised)."),
             **TILE_INPUTS,
         }, "optional": {
             "vae": ("VAE", {"tooltip": "Only for pixel-space CFM models (e.g. the bundled one): the VAE of this "

@@ -198,6 +198,25 @@ def test_psu_scale_zero_takes_the_models_factor(comfy):
     assert out["samples"].shape == (1, 4, 32, 32)
 
 
+def test_psu_accepts_every_scale_its_widget_offers(comfy):
+    """The widget's range is the node's: 0 (the model's factor), shrinking below 1, enlarging up to the max."""
+    kind, options = comfy.nodes.PixelSpaceUpsample.INPUT_TYPES()["required"]["scale_by"]
+    vae, psu = comfy.sd.VAE(), node(comfy, "PixelSpaceUpsample")
+    steps = round((options["max"] - options["min"]) / options["step"])
+    for k in (0, 1, steps // 16, steps // 8 - 1, steps // 8, steps):  # 0, 0.05, 0.5, 0.95, 1, 8 on a 0.05 grid
+        scale = options["min"] + k * options["step"]
+        out, = psu.upsample({"samples": raw_latent(1)}, vae, scale)
+        expected = max(1, round(8 * (scale or 2.0)))
+        assert out["samples"].shape == (1, 4, expected, expected), scale
+    half, = psu.upsample({"samples": raw_latent(1)}, vae, 0.5)  # shrinking is antialiased: 2×2 means in pixels
+    image = vae.decode(raw_latent(1)).movedim(-1, 1)
+    small = F.interpolate(image, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
+    assert torch.allclose(half["samples"], vae.encode(small.movedim(1, -1)), atol=1e-5)
+    with pytest.raises(CFMError) as negative:
+        psu.upsample({"samples": raw_latent(1)}, vae, -1.0)
+    assert "above 0" in one_line_error(negative)
+
+
 def test_psu_vae_tiling_modes_and_oom_fallback(comfy, monkeypatch):
     vae = comfy.sd.VAE()
     raw = raw_latent(1, size=16)

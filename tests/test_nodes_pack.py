@@ -71,6 +71,42 @@ def test_pack_inside_comfyui_registers_every_node_and_loads_no_weights(dashed_pa
     assert report["models_loaded"] == 0
 
 
+def test_node_ids_and_display_names_come_from_the_classes(comfy):
+    """Ids are class names (workflows store them); display names are each class's DISPLAY_NAME, unchanged."""
+    assert {node_id: cls.__name__ for node_id, cls in comfy.nodes.NODE_CLASS_MAPPINGS.items()} == {
+        node_id: node_id for node_id in NODE_IDS}
+    assert comfy.nodes.NODE_DISPLAY_NAME_MAPPINGS == {
+        "CFMLoader": "CFM Loader", "PixelSpaceUpsample": "CFM Pixel-Space Upsample",
+        "NoiseAugment": "CFM Noise Augment", "CFMUpscaleLatent": "CFM Upscale Latent",
+        "CFMBoost": "CFM Boost (upscale latent)", "CFMUpscaleImage": "CFM Upscale Image"}
+    for node_id, cls in comfy.nodes.NODE_CLASS_MAPPINGS.items():
+        assert comfy.nodes.NODE_DISPLAY_NAME_MAPPINGS[node_id] == cls.DISPLAY_NAME
+
+
+def test_shared_widget_ranges_are_what_the_engine_accepts(comfy):
+    """Every value a shared widget offers is accepted: steps (0 = default, else 1..max), noise_step (-1 = default,
+    else 0..max), tile/overlap (clamped by run_model), and the same spec object on every node that shows it."""
+    from cfm_core.augment import alpha_bar
+    from cfm_core.solvers import check_steps
+    from nodes import inputs
+
+    steps = inputs.SOLVER_INPUTS["steps"][1]
+    assert steps["min"] == 0 and check_steps(1) == 1 and check_steps(steps["max"]) == steps["max"]
+    noise = inputs.NOISE_STEP_INPUT[1]
+    assert noise["min"] == -1 and alpha_bar(0) > alpha_bar(noise["max"]) >= 0
+    tile, overlap = inputs.TILE_INPUTS["tile"][1], inputs.TILE_INPUTS["overlap"][1]
+    assert tile["min"] == 0 and tile["step"] >= 2 and overlap["min"] == 0  # run_model keeps overlap ≤ tile // 2
+    for node_id, cls in comfy.nodes.NODE_CLASS_MAPPINGS.items():
+        required = cls.INPUT_TYPES()["required"]
+        for name, spec in {**inputs.SOLVER_INPUTS, **inputs.TILE_INPUTS, **inputs.VAE_TILING_INPUTS}.items():
+            if name in required:
+                assert required[name] is spec, f"{node_id}.{name} is not the shared spec"
+        if "noise_step" in required:
+            assert required["noise_step"][0] == "INT"
+            assert {k: v for k, v in required["noise_step"][1].items() if k != "tooltip"} == {
+                k: v for k, v in noise.items() if k != "tooltip"}, node_id
+
+
 def test_every_node_declares_category_description_and_tooltips(comfy):
     for node_id, cls in comfy.nodes.NODE_CLASS_MAPPINGS.items():
         assert cls.CATEGORY == "CFM Boost", node_id
