@@ -344,23 +344,33 @@ def test_the_installed_command_runs_as_a_subprocess(models, tmp_path):
 # ------------------------------------------------------------------------------------------- the bundled model
 
 @pytest.mark.skipif(not os.path.isfile(bundled.BUNDLED_MODEL_PATH), reason="the bundled model is not trained yet")
-def test_bundled_model_beats_bicubic_on_a_held_out_photo(tmp_path):
+@pytest.mark.parametrize("kernel", ["box", "bilinear-aa", "lanczos"])
+def test_bundled_model_beats_bicubic_on_photos_it_never_trained_on(tmp_path, kernel):
+    # whatever kernel made the low-res image (box: the paper's, the official code's non-antialiased bilinear); three
+    # 256² photos, so one image's luck does not decide (per photo the gain ranges from 0 to 2.6 dB; the round-4
+    # model lost 1.8 dB to bicubic on box inputs on average)
+    from cfm_core.upsample import make_low_res
+
     data = pytest.importorskip("skimage.data")
-    high = torch.from_numpy(data.chelsea()[20:276, 100:356].copy()).permute(2, 0, 1)[None].float() / 255
-    low = F.interpolate(high, scale_factor=0.5, mode="bilinear", align_corners=False, antialias=True)
-    as_uint8 = (low[0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
-    Image.fromarray(as_uint8).save(tmp_path / "low.png")
-    assert upscale(tmp_path / "low.png", "-o", tmp_path / "cfm.png", "--quiet") == 0
-    low8 = torch.from_numpy(as_uint8).permute(2, 0, 1)[None].float() / 255
-    bicubic = F.interpolate(low8, scale_factor=2, mode="bicubic", align_corners=False).clamp(0, 1)
-    bicubic = (bicubic * 255 + 0.5).floor() / 255
-    cfm = torch.from_numpy(pixels(tmp_path / "cfm.png")).permute(2, 0, 1)[None].float() / 255
+    gains = []
+    for name in ("chelsea", "coffee", "rocket"):
+        image = getattr(data, name)()
+        top, left = (image.shape[0] - 256) // 2, (image.shape[1] - 256) // 2
+        high = torch.from_numpy(image[top:top + 256, left:left + 256].copy()).permute(2, 0, 1)[None].float() / 255
+        as_uint8 = (make_low_res(high, 2, kernel)[0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+        Image.fromarray(as_uint8).save(tmp_path / f"{name}.png")
+        assert upscale(tmp_path / f"{name}.png", "-o", tmp_path / f"{name}_cfm.png", "--quiet") == 0
+        low8 = torch.from_numpy(as_uint8).permute(2, 0, 1)[None].float() / 255
+        bicubic = F.interpolate(low8, scale_factor=2, mode="bicubic", align_corners=False).clamp(0, 1)
+        bicubic = (bicubic * 255 + 0.5).floor() / 255
+        cfm = torch.from_numpy(pixels(tmp_path / f"{name}_cfm.png")).permute(2, 0, 1)[None].float() / 255
 
-    def psnr(x: torch.Tensor) -> float:
-        return float(-10 * torch.log10(((x - high) ** 2).mean()))
+        def psnr(x: torch.Tensor, high=high) -> float:
+            return float(-10 * torch.log10(((x - high) ** 2).mean()))
 
-    # held-out average at the default (1 NFE) is bicubic + 1.8 dB (README); this one crop gets a margin below that
-    assert psnr(cfm) >= psnr(bicubic) + 1.0, (psnr(cfm), psnr(bicubic))
+        gains.append(psnr(cfm) - psnr(bicubic))
+    # the 40-image test-set mean is ≥ bicubic + 1.65 dB on every kernel (README); three photos get a lower bar
+    assert sum(gains) / len(gains) >= 0.3, gains
 
 
 @pytest.mark.parametrize("side", [100, 512, 513, 1024, 1500, 4000])
