@@ -675,6 +675,23 @@ def test_debug_flag_and_environment_show_the_traceback_of_an_error(model_file, t
     assert "Traceback" in capsys.readouterr().err
 
 
+def _wait_until_main_catches_sigterm(pid: int, timeout: float = 60) -> None:
+    """Until cfm_core's main() has installed its handlers (the SigCgt mask of /proc/PID/status), so the signal tests
+    our code and not how fast a busy machine starts an interpreter; a fixed sleep where /proc is missing."""
+    status, deadline = Path(f"/proc/{pid}/status"), time.monotonic() + timeout
+    if not status.exists():
+        time.sleep(0.8)
+        return
+    while time.monotonic() < deadline:
+        try:
+            line = next(x for x in status.read_text().splitlines() if x.startswith("SigCgt:"))
+        except (OSError, StopIteration):
+            return  # the process is gone; the test reads its exit
+        if int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1:
+            return
+        time.sleep(0.002)
+
+
 @pytest.mark.parametrize("signum, code, line", [(signal.SIGINT, 130, "interrupted"),
                                                (signal.SIGTERM, 143, "terminated")])
 def test_ctrl_c_or_sigterm_during_start_up_is_one_line(tmp_path, signum, code, line):
@@ -682,8 +699,8 @@ def test_ctrl_c_or_sigterm_during_start_up_is_one_line(tmp_path, signum, code, l
     env.pop("CFM_DEBUG", None)
     proc = subprocess.Popen([sys.executable, "-m", "cfm_core", "upscale", "x.png", "-o", str(tmp_path / "o.png")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    time.sleep(0.8)  # the interpreter is up; torch is still loading (an interrupt there can surface as numpy's
-    proc.send_signal(signum)  # ImportError: it is still reported as an interruption)
+    _wait_until_main_catches_sigterm(proc.pid)  # main() is running; torch is still loading (an interrupt there can
+    proc.send_signal(signum)  # surface as numpy's ImportError: it is still reported as an interruption)
     _, err = proc.communicate(timeout=120)
     assert b"Traceback" not in err
     if proc.returncode != 2:  # 2 only if start-up finished first (then the missing file is reported)
