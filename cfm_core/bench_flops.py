@@ -171,12 +171,7 @@ def run_flops(ctx: BenchContext, cfg: FlopsConfig | None = None) -> Section:
 
 
 def plot_flops(section: Section, path: str) -> None:
-    from .bench_report import new_figure, save_figure
+    from .bench_report import bar_chart
 
-    rows = section.tables[0].rows
-    fig, ax = new_figure()
-    ax.bar(range(len(rows)), [r["step GFLOP"] for r in rows], color=[f"C{i % 2}" for i in range(len(rows))])
-    ax.set_xticks(range(len(rows)), [f"{r['preset']}\n{r['latent']}" for r in rows], fontsize=7)
-    ax.set_ylabel("GFLOP per sample (forward + backward)")
-    ax.set_title(section.title, fontsize=9)
-    save_figure(fig, path)
+    bar_chart(section, path, "step GFLOP", lambda r: f"{r['preset']}\n{r['latent']}",
+              "GFLOP per sample (forward + backward)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 from .bench_common import Section, Table
@@ -127,6 +128,17 @@ def save_figure(fig, path: str) -> None:
         atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)
+
+
+def bar_chart(section: Section, path: str, value: str, label: Callable[[dict], str], ylabel: str) -> None:
+    """One bar per row of the section's first table: ``row[value]``, labelled ``label(row)``, alternating colours."""
+    rows = section.tables[0].rows
+    fig, ax = new_figure()
+    ax.bar(range(len(rows)), [r[value] for r in rows], color=[f"C{i % 2}" for i in range(len(rows))])
+    ax.set_xticks(range(len(rows)), [label(r) for r in rows], fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.set_title(section.title, fontsize=9)
+    save_figure(fig, path)
 
 
 def write_plots(folder: str, sections: list[Section]) -> list[str]:

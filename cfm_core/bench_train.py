@@ -80,12 +80,6 @@ def run_train(ctx: BenchContext, cfg: TrainConfig | None = None) -> Section:
 
 
 def plot_train(section: Section, path: str) -> None:
-    from .bench_report import new_figure, save_figure
+    from .bench_report import bar_chart
 
-    rows = section.tables[0].rows
-    fig, ax = new_figure()
-    ax.bar(range(len(rows)), [r["samples / s"] for r in rows], color=[f"C{i % 2}" for i in range(len(rows))])
-    ax.set_xticks(range(len(rows)), [f"{r['preset']}\n{r['precision']}" for r in rows], fontsize=7)
-    ax.set_ylabel("samples / s")
-    ax.set_title(section.title, fontsize=9)
-    save_figure(fig, path)
+    bar_chart(section, path, "samples / s", lambda r: f"{r['preset']}\n{r['precision']}", "samples / s")
