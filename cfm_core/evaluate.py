@@ -320,8 +320,9 @@ def write_json(path: str, rows: Sequence[Row], settings: dict) -> None:
 
 
 def plot_rows(rows: Sequence[Row], folder: str) -> list[str]:
-    """``metrics_vs_nfe.png`` and ``metrics_vs_time.png`` in ``folder``: one line per model × solver over steps,
-    baselines as dashed lines (NFE plot) or points (time plot). Returns the written paths."""
+    """``metrics_vs_nfe.png`` and ``metrics_vs_time.png`` in ``folder``: one line per model × solver × noise step over
+    steps, baselines as dashed lines (NFE plot) or points (time plot); with several kernels, their means. Returns the
+    written paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -329,10 +330,12 @@ def plot_rows(rows: Sequence[Row], folder: str) -> list[str]:
 
     from .checkpoint import atomic_write
 
-    models: dict[tuple[str, str | None], list[Row]] = {}
+    if any(r.kernel == MEAN for r in rows):
+        rows = [r for r in rows if r.kernel in (MEAN, "")]
+    models: dict[tuple[str, str | None, int | None], list[Row]] = {}
     for r in rows:
         if r.kind == "model":
-            models.setdefault((r.method, r.solver), []).append(r)
+            models.setdefault((r.method, r.solver, r.noise_step), []).append(r)
     baselines = [r for r in rows if r.kind == "baseline"]
     floors = [r for r in rows if r.kind == "floor"]
     paths = []
@@ -340,10 +343,10 @@ def plot_rows(rows: Sequence[Row], folder: str) -> list[str]:
                                   ("time", "seconds per image", lambda r: r.seconds_per_image)):
         fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 4), constrained_layout=True)
         for ax, (metric, title) in zip(axes, METRICS):
-            for (method, solver), group in models.items():
+            for (method, solver, noise), group in models.items():
                 group = sorted(group, key=x_of)
                 ax.plot([x_of(r) for r in group], [getattr(r, metric) for r in group], "o-",
-                        label=f"{method} ({solver})")
+                        label=f"{method} ({solver}, noise {noise})")
             for i, b in enumerate(baselines):
                 colour = f"C{(len(models) + i) % 10}"
                 if x_name == "nfe":
