@@ -302,17 +302,6 @@ def load(model_path: str, vae_path: str | None, device: torch.device, dtype: tor
 
 # ------------------------------------------------------------------------------------------- one image
 
-def pad_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Reflection-pad (B, C, H, W) at the bottom/right up to multiples of ``multiple`` (replicate for tiny images,
-    where reflection is undefined)."""
-    h, w = image.shape[-2:]
-    ph, pw = -h % multiple, -w % multiple
-    if not (ph or pw):
-        return image
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(image, (0, pw, 0, ph), mode=mode)
-
-
 def auto_tile(latent_side: int, overlap: int, stride: int, limit: int = AUTO_TILE) -> int:
     """The default tile for a latent of ``latent_side``: 0 (whole) up to ``limit``, else the smallest tile that
     covers the side with as many ≤ ``limit`` tiles as needed, so little work is repeated in the overlaps.
@@ -329,7 +318,7 @@ def auto_tile(latent_side: int, overlap: int, stride: int, limit: int = AUTO_TIL
 def upscale_rgb(model, space, rgb: torch.Tensor, settings: Settings,
                 callback: Callable | None = None) -> tuple[torch.Tensor, int]:
     """(3, H, W) → (3, s·H, s·W) through ``settings.stages`` stages of the model; returns the image and NFE."""
-    from .pipeline import upscale_image
+    from .pipeline import pad_to_multiple, upscale_image
 
     factor, multiple = model.config.factor, model.config.latent.downscale
     x, nfe = rgb[None].to(model.device), 0

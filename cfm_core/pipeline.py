@@ -120,7 +120,9 @@ def upscale_image(model: CFMModel, image: torch.Tensor, space: LatentSpace | Non
         raise CFMError(f"image size {w}×{h} must be a multiple of {d} for this model's latent space; crop or pad it")
     start = time.perf_counter()
     with torch.no_grad():
-        up = F.interpolate(image.float() * 2 - 1, scale_factor=f, mode="bilinear", align_corners=False)
+        # contiguous: the same pixels give the same bits whatever the caller's memory layout (a ComfyUI IMAGE
+        # arrives channels-last, a decoded file contiguous)
+        up = F.interpolate(image.float().contiguous() * 2 - 1, scale_factor=f, mode="bilinear", align_corners=False)
         z_up = space.encode(up.to(_space_device(space, model)))
         result = boost(model, z_up, **kwargs)
         decoded = space.decode(result.latent).float()
@@ -129,6 +131,18 @@ def upscale_image(model: CFMModel, image: torch.Tensor, space: LatentSpace | Non
                            "(fp16 VAEs overflow)")
         out = (decoded.clamp(-1, 1) + 1) / 2
     return out.cpu(), UpscaleResult(result.latent, result.nfe, result.steps, time.perf_counter() - start)
+
+
+def pad_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad (B, C, H, W) at the bottom/right up to multiples of ``multiple`` (a model's latent downscale), by
+    reflection (replicate for tiny images, where reflection is undefined). The CLI and the nodes both pad with this,
+    and crop the output back to ``factor`` × the input size."""
+    h, w = image.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if not (ph or pw):
+        return image
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(image, (0, pw, 0, ph), mode=mode)
 
 
 def _check_space(model: CFMModel, space: LatentSpace | None) -> None:

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import comfy.model_management as mm
 import torch
-import torch.nn.functional as F
 
 from cfm_core import CFMError
-from cfm_core.pipeline import upscale_image
+from cfm_core.pipeline import pad_to_multiple, upscale_image
 
 from .common import CATEGORY, check_finite, check_vae_matches, model_scaling
 from .inputs import NOISE_STEP_INPUT, SOLVER_INPUTS, TILE_INPUTS
@@ -34,12 +33,6 @@ def to_rgb_bchw(image: torch.Tensor) -> torch.Tensor:
     x = image[..., :3] if image.shape[-1] != 1 else image.expand(-1, -1, -1, 3)
     check_finite(x, "IMAGE", "check the node that produced it")
     return x.movedim(-1, 1).float().clamp(0, 1)  # IMAGEs are 0..1; filters may overshoot a little, as SaveImage clips
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    ph, pw = -h % multiple, -w % multiple
-    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
 
 
 class CFMUpscaleImage:
@@ -87,7 +80,8 @@ class CFMUpscaleImage:
 def upscale_pixels(handle, image: torch.Tensor, settings: SolveSettings, space=None,
                    batch_indices: list[int] | None = None) -> torch.Tensor:
     """IMAGE [B, H, W, C] → IMAGE [B, f·H, f·W, 3] through :func:`cfm_core.pipeline.upscale_image` (the CLI's
-    function): edge-padded to the model's grid, cropped back, progress/cancel/OOM handling from :func:`run_model`."""
+    function): padded to the model's grid as the CLI pads (:func:`cfm_core.pipeline.pad_to_multiple`), cropped
+    back, progress/cancel/OOM handling from :func:`run_model`."""
     spec, factor = handle.config.latent, handle.config.factor
     x = to_rgb_bchw(image)
     h, w = x.shape[-2:]

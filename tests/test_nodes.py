@@ -489,9 +489,26 @@ def test_upscale_image_pixel_model_any_size(comfy):
     image = torch.rand(2, 37, 45, 3)
     out, = node(comfy, "CFMUpscaleImage").upscale(image, handle, "euler", 2, 4)
     assert out.shape == (2, 74, 90, 3) and 0 <= out.min() and out.max() <= 1
-    padded = F.pad(image.movedim(-1, 1), (0, 1, 0, 1), mode="replicate")
+    padded = F.pad(image.movedim(-1, 1), (0, 1, 0, 1), mode="reflect")
     expected, _ = upscale_image(handle.model, padded, solver="euler", steps=2, seed=4)
     assert torch.allclose(out, expected[..., :74, :90].movedim(1, -1), atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(37, 45), (32, 48), (17, 19)])
+def test_upscale_image_node_and_cli_give_bit_identical_pixels(comfy, size):
+    # one image, one model, one set of settings: the node and `cfm-boost upscale` run the same engine functions
+    # (pad_to_multiple, upscale_image, the crop), so their outputs agree bit for bit, odd sizes included
+    from cfm_core.cli_upscale import Settings, upscale_rgb
+
+    model = make_model(kind="space_to_depth")
+    handle, _ = install(comfy, model, "pixel.safetensors")
+    image = torch.rand(1, *size, 3, generator=torch.Generator().manual_seed(1))
+    out, = node(comfy, "CFMUpscaleImage").upscale(image, handle, "euler", 2, 4, noise_step=30)
+    settings = Settings(stages=1, solver="euler", steps=2, seed=4, noise_step=30, tile=None, overlap=8,
+                        drop_alpha=False)
+    cli, nfe = upscale_rgb(handle.model, None, image[0].movedim(-1, 0), settings)
+    assert nfe == 2 and out.shape == (1, 2 * size[0], 2 * size[1], 3)
+    assert torch.equal(out[0], cli.movedim(0, -1))
 
 
 def test_upscale_image_with_a_latent_model_needs_its_vae(comfy):
