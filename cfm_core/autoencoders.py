@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import CFMError, first_line
+from .vae_families import FAMILIES
 
 SPACE_KINDS = ("pixels", "space_to_depth", "vae")
 
@@ -47,7 +48,7 @@ class LatentSpec:
     kind: str = "vae"
     channels: int = 4
     downscale: int = 8
-    scale_factor: float = 0.18215
+    scale_factor: float = FAMILIES["sd15"].scale  # the official setup's SD1.x VAE
     shift_factor: float = 0.0
     name: str = "sd15"
     fingerprint: str = ""
@@ -150,7 +151,7 @@ class DiffusersVAE:
                  name: str = "vae", family: str = ""):
         self.vae = vae.eval().requires_grad_(False)
         cfg = vae.config
-        scale = float(scale_factor if scale_factor is not None else cfg.get("scaling_factor", 0.18215))
+        scale = float(scale_factor if scale_factor is not None else cfg.get("scaling_factor", FAMILIES["sd15"].scale))
         shift = float(shift_factor if shift_factor is not None else (cfg.get("shift_factor") or 0.0))
         self.spec = LatentSpec(kind="vae", channels=int(cfg["latent_channels"]),
                                downscale=2 ** (len(cfg["block_out_channels"]) - 1),

@@ -17,6 +17,7 @@ import zipfile
 
 import torch
 
+from .augment import DEFAULT_NOISE_STEP
 from .autoencoders import LatentSpec
 from .errors import CFMError, first_line
 from .model import CFMConfig, CFMModel
@@ -313,7 +314,7 @@ def convert_official(src: str, dst: str, *, use_ema: bool = True, latent: Latent
         raise CFMError(f"{src!r} has no '{prefix}*' tensors; is it an fm-boosting checkpoint?")
     unet = official_config(net_sd, dim_head)
     # The official setup: SD1.x kl-f8 VAE, ×0.18215, 64→128 latents, noise step 400, Euler.
-    config = CFMConfig(unet=unet, latent=latent or LatentSpec(family="sd15"), factor=2, noise_step=400,
+    config = CFMConfig(unet=unet, latent=latent or LatentSpec(family="sd15"), factor=2, noise_step=DEFAULT_NOISE_STEP,
                        default_solver="euler", default_steps=40,
                        training={"source": os.path.basename(src), "weights": "ema" if use_ema else "online"})
     model = CFMModel(config)

@@ -24,7 +24,7 @@ from dataclasses import replace
 import torch
 import torch.distributed as dist
 
-from .augment import _mix64, batch_stable_noise
+from .augment import DEFAULT_NOISE_STEP, _mix64, batch_stable_noise
 from .autoencoders import DiffusersVAE, LatentSpace, PixelSpace, SpaceToDepth
 from .checkpoint import atomic_write, save_model
 from .data import LatentCache, LatentSource, PairSource, PairSpec, scan_images
@@ -77,7 +77,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-heads", type=int, default=None)
     g.add_argument("--dim-head", type=int, default=None)
     g.add_argument("--objective", default="cfm", choices=OBJECTIVES, help="cfm (default), fm, l2 or l1")
-    g.add_argument("--noise-step", type=int, default=400, help="noise augmentation step of 1000 (default 400)")
+    g.add_argument("--noise-step", type=int, default=DEFAULT_NOISE_STEP,
+                   help=f"noise augmentation step of 1000 (default {DEFAULT_NOISE_STEP}, as official)")
     g.add_argument("--sigma-min", type=float, default=0.0)
     g.add_argument("--prediction", default="velocity", choices=PREDICTIONS,
                    help="network output: velocity (official) or residual x̂1 − z_up (easier for small nets)")

@@ -9,7 +9,6 @@ from .common import (
     check_latent_for_model,
     check_vae_matches,
     latent_samples,
-    model_scaling,
     output_latent,
     reject_augmented,
     require_latent_model,
@@ -27,7 +26,7 @@ from .vae_space import DEFAULT_TILE_PX
 
 def upsample_for_model(handle, vae, raw, resize_method: str, vae_tiling: str, vae_tile_size: int):
     """Model-space z_up: PSU through the VAE, or the latent resize a model was trained with instead."""
-    cfg, scaling = handle.config, model_scaling(handle.config.latent)
+    cfg, scaling = handle.config, handle.config.latent.scaling
     if cfg.upsample.startswith("latent-"):
         return latent_upsample(to_model_space(raw, scaling), cfg.factor, cfg.upsample.split("-", 1)[1])
     return to_model_space(psu_raw(vae, raw, float(cfg.factor), resize_method, vae_tiling, vae_tile_size), scaling)
@@ -76,6 +75,6 @@ class CFMBoost:
         check_latent_for_model(cfm_model.model, raw, "LATENT")
         z_up = upsample_for_model(cfm_model, vae, raw, resize_method, vae_tiling, vae_tile_size)
         z1 = solve_latent(cfm_model, z_up, settings, batch_indices=batch_indices(samples, raw.shape[0]))
-        out = output_latent(samples, to_raw_space(z1, model_scaling(cfm_model.config.latent)))
+        out = output_latent(samples, to_raw_space(z1, cfm_model.config.latent.scaling))
         d = vae_downscale(vae)
         return (resize_noise_mask(out, z1.shape[-2] * d, z1.shape[-1] * d),)

@@ -88,10 +88,6 @@ def reject_augmented(latent: dict, node: str) -> None:
 
 # ------------------------------------------------------------------------------------------ scaling
 
-def model_scaling(spec: LatentSpec) -> LatentScaling:
-    return LatentScaling(float(spec.scale_factor), float(spec.shift_factor))
-
-
 def to_model_space(raw: torch.Tensor, scaling: LatentScaling) -> torch.Tensor:
     return scaling.to_model(raw.float())
 

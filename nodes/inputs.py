@@ -6,6 +6,8 @@ are what the nodes accept: a widget never offers a value its node refuses.
 """
 from __future__ import annotations
 
+from cfm_core import DEFAULT_NOISE_STEP
+
 from .common import MAX_SEED
 from .solve import NFE_HELP, SOLVER_CHOICES
 from .vae_space import DEFAULT_TILE_PX, TILING_MODES
@@ -13,7 +15,8 @@ from .vae_space import DEFAULT_TILE_PX, TILING_MODES
 NOISE_STEP_INPUT = ("INT", {
     "default": -1, "min": -1, "max": 999,
     "tooltip": "Noise-augmentation step of the start point (0 = none, 999 = pure noise). -1 = the model's own "
-               "(400 in the paper, 400 without a model). More noise lets the model invent more detail."})
+               f"({DEFAULT_NOISE_STEP} in the paper and without a model). More noise lets the model invent more "
+               "detail."})
 SEED_INPUT = ("INT", {
     "default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
     "tooltip": "Seed of the augmentation noise. Batch-stable: an image gets the same noise alone or in a batch."})

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from cfm_core import DEFAULT_NOISE_STEP, LatentScaling, noise_augment
 from cfm_core.path import start_point
+from cfm_core.vae_families import FAMILIES
 
 from .common import (
     CATEGORY,
     batch_indices,
     check_finite,
     latent_samples,
-    model_scaling,
     output_latent,
     reject_augmented,
     require_latent_model,
@@ -48,7 +48,7 @@ class NoiseAugment:
                 "noise_step": NOISE_STEP_INPUT,
                 "seed": SEED_INPUT,
                 "scale_factor": ("FLOAT", {
-                    "default": 0.18215, "min": 0.001, "max": 10.0, "step": 0.00001,
+                    "default": FAMILIES["sd15"].scale, "min": 0.001, "max": 10.0, "step": 0.00001,
                     "tooltip": "The VAE's latent scale factor (SD1.x 0.18215, SDXL 0.13025, SD3 1.5305, Flux 0.3611). "
                                "Used only without a CFM model; with one, the model's own factor is used."}),
                 "shift_factor": ("FLOAT", {
@@ -70,7 +70,7 @@ class NoiseAugment:
         if cfm_model is not None:
             require_latent_model(cfm_model.config.latent, cfm_model.name)
             cfm_model.model.check_latent(raw, "LATENT")
-            scaling = model_scaling(cfm_model.config.latent)
+            scaling = cfm_model.config.latent.scaling
             default_step = cfm_model.config.noise_step
         else:
             check_finite(raw, "LATENT", "check the sampler/VAE that produced it")

@@ -12,7 +12,7 @@ import torch
 from cfm_core import CFMError
 from cfm_core.pipeline import pad_to_multiple, upscale_image
 
-from .common import CATEGORY, check_finite, check_vae_matches, model_scaling
+from .common import CATEGORY, check_finite, check_vae_matches
 from .inputs import NOISE_STEP_INPUT, SOLVER_INPUTS, TILE_INPUTS
 from .solve import SolveSettings, check_output, run_model
 from .vae_space import ComfyVAESpace
@@ -72,7 +72,7 @@ class CFMUpscaleImage:
                 raise CFMError(f"CFM model {cfm_model.name!r} works in the latent space of VAE {spec.name!r}; connect "
                                "that VAE to CFMUpscaleImage, or use CFMBoost on the LATENT")
             check_vae_matches(spec, vae)
-            space = ComfyVAESpace(vae, model_scaling(spec))
+            space = ComfyVAESpace(vae, spec.scaling)
         settings = SolveSettings.from_inputs(solver, steps, seed, noise_step, tile, overlap)
         return (upscale_pixels(cfm_model, image, settings, space),)
 

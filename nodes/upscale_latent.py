@@ -16,7 +16,6 @@ from .common import (
     check_latent_for_model,
     is_augmented,
     latent_samples,
-    model_scaling,
     output_latent,
     require_latent_model,
     to_model_space,
@@ -37,7 +36,7 @@ def start_and_context(handle, latent: dict):
     """(x0 or None, z_up) in model space, checked against the model."""
     raw = latent_samples(latent)
     check_latent_for_model(handle.model, raw, "LATENT")
-    scaling = model_scaling(handle.config.latent)
+    scaling = handle.config.latent.scaling
     if not is_augmented(latent):
         return None, to_model_space(raw, scaling)
     context = latent_samples({"samples": latent["cfm_context"]}, "LATENT cfm_context")
@@ -94,4 +93,4 @@ class CFMUpscaleLatent:
         settings = SolveSettings.from_inputs(solver, steps, seed, noise_step, tile, overlap)
         indices = batch_indices(samples, z_up.shape[0])
         z1 = solve_latent(cfm_model, z_up, settings, x0=x0, batch_indices=indices)
-        return (output_latent(samples, to_raw_space(z1, model_scaling(cfm_model.config.latent))),)
+        return (output_latent(samples, to_raw_space(z1, cfm_model.config.latent.scaling)),)
