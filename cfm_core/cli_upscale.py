@@ -413,12 +413,10 @@ def steps_per_image(model, settings: Settings) -> int | None:
     """Steps the progress bar counts for one image (None for adaptive solvers, whose count is unknown)."""
     from .solvers import SOLVERS
 
-    cfg = model.config
-    if cfg.objective in ("l1", "l2"):  # regression baselines: one Euler step whatever was asked
-        return settings.stages
-    if SOLVERS[settings.solver or cfg.default_solver][1] == 0:
+    solver, steps = model.config.solve_plan(settings.solver, settings.steps or None)
+    if SOLVERS[solver][1] == 0:
         return None
-    return (settings.steps or cfg.default_steps) * settings.stages
+    return steps * settings.stages
 
 
 def process_one(job: Job, model, space, settings: Settings, bar) -> str:

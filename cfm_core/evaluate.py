@@ -147,9 +147,7 @@ def _settings(model: CFMModel, settings: Sequence[Setting | tuple]) -> list[Sett
     out = []
     for s in settings or [Setting()]:
         s = s if isinstance(s, Setting) else Setting(*s)
-        solver, steps = s.solver or cfg.default_solver, s.steps or cfg.default_steps
-        if cfg.objective in ("l1", "l2"):
-            solver, steps = "euler", 1
+        solver, steps = cfg.solve_plan(s.solver, s.steps or None)
         if solver not in SOLVERS:
             raise CFMError(f"solver={solver!r} is unknown; use one of {sorted(SOLVERS)}")
         if Setting(solver, steps) not in out:

@@ -61,6 +61,13 @@ class CFMConfig:
             raise CFMError(f"UNet latent_channels={self.unet.latent_channels} differs from the latent space's "
                            f"{self.latent.channels} channels")
 
+    def solve_plan(self, solver: str | None = None, steps: int | None = None) -> tuple[str, int]:
+        """The solver and step count a run takes: the model's defaults where ``None``; regression models (the
+        paper's L1/L2 baselines, a one-step map) take one Euler step whatever is asked."""
+        if self.objective in ("l1", "l2"):
+            return "euler", 1
+        return solver or self.default_solver, self.default_steps if steps is None else steps
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["unet"], d["latent"] = self.unet.to_dict(), self.latent.to_dict()

@@ -42,10 +42,9 @@ def boost(model: CFMModel, z_up: torch.Tensor, *, solver: str | None = None, ste
     if max(z_up.shape[-2:]) > MAX_LATENT_SIDE:
         raise CFMError(f"latent of {z_up.shape[-1]}×{z_up.shape[-2]} exceeds {MAX_LATENT_SIDE} per side; "
                        "upscale a smaller image")
-    solver = check_solver(solver or cfg.default_solver)
-    steps = check_steps(cfg.default_steps if steps is None else steps)
-    if cfg.objective in ("l1", "l2"):
-        solver, steps = "euler", 1
+    check_solver(solver or cfg.default_solver)  # a bad request is an error even where the plan overrides it
+    check_steps(cfg.default_steps if steps is None else steps)
+    solver, steps = cfg.solve_plan(solver, steps)
     noise_step = cfg.noise_step if noise_step is None else noise_step
     z_up = z_up.to(model.device, torch.float32)
     if x0 is None:

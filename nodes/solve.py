@@ -54,9 +54,7 @@ class SolveSettings:
                    noise_step=None if noise_step < 0 else int(noise_step), tile=int(tile), overlap=int(overlap))
 
     def planned_steps(self, config: CFMConfig) -> int:
-        if config.objective in ("l1", "l2"):
-            return 1  # regression baselines take one Euler step whatever the settings
-        return self.steps or config.default_steps
+        return config.solve_plan(self.solver, self.steps or None)[1]
 
 
 def estimate_memory(config: CFMConfig, shape: tuple[int, ...], dtype: torch.dtype, tile: int | None) -> int:
