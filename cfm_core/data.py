@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
-import torch.nn.functional as F
 
 from .augment import _mix64
 from .autoencoders import LatentSpace
 from .checkpoint import atomic_write
 from .errors import CFMError
 from .images import MAX_PIXELS, list_images, load_image
-from .upsample import make_low_res
+from .upsample import make_low_res, resize_pixels
 
 
 @dataclass(frozen=True)
@@ -91,7 +90,7 @@ class PairSource:
         low = make_low_res(high, self.spec.factor, kernel)
         if self.degradation is not None:
             low = self.degradation.apply(low[0], gen)[None]
-        up = F.interpolate(low, scale_factor=self.spec.factor, mode="bilinear", align_corners=False)
+        up = resize_pixels(low, self.spec.factor)
         return high[0] * 2 - 1, up[0] * 2 - 1
 
     def batch(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,6 +14,7 @@ from .model import CFMModel, check_finite_output
 from .path import start_point
 from .solvers import StepInfo, check_solver, check_steps, integrate
 from .tiling import TiledVelocity
+from .upsample import resize_pixels
 from .upsample import upsample as upsample_latent
 
 MAX_LATENT_SIDE = 8192
@@ -121,7 +122,7 @@ def upscale_image(model: CFMModel, image: torch.Tensor, space: LatentSpace | Non
     with torch.no_grad():
         # contiguous: the same pixels give the same bits whatever the caller's memory layout (a ComfyUI IMAGE
         # arrives channels-last, a decoded file contiguous)
-        up = F.interpolate(image.float().contiguous() * 2 - 1, scale_factor=f, mode="bilinear", align_corners=False)
+        up = resize_pixels(image.float().contiguous() * 2 - 1, f)
         z_up = space.encode(up.to(_space_device(space, model)))
         result = boost(model, z_up, **kwargs)
         decoded = space.decode(result.latent).float()

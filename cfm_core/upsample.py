@@ -19,6 +19,8 @@ UPSAMPLE_MODES = ("psu", "latent-bilinear", "latent-nearest")
 
 
 def resize_pixels(pixels: torch.Tensor, factor: float, mode: str = "bilinear") -> torch.Tensor:
+    """Resize (B, C, H, W) pixels by ``factor``; the default is the resize every model is trained with (bilinear,
+    align_corners=False, no antialias, no clamp): PSU, the training pairs and ``upscale_image`` all call this."""
     h, w = pixels.shape[-2:]
     size = (round(h * factor), round(w * factor))
     if mode in ("bilinear", "bicubic"):
