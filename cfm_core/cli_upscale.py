@@ -401,8 +401,9 @@ def save(path: str, rgb: torch.Tensor, alpha: torch.Tensor | None = None, *, ove
 
 def _out_of_memory(exc: RuntimeError, source: str) -> CFMError | None:
     """torch's out-of-memory errors (CUDA, MPS, CPU allocator) as a one-line CFMError; None for other errors."""
-    text = str(exc)
-    if "out of memory" not in text and "can't allocate memory" not in text:
+    from .devices import is_out_of_memory
+
+    if not is_out_of_memory(exc):
         return None
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # let the next image start from a clean slate

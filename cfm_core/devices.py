@@ -1,4 +1,5 @@
-"""``--device`` values → a torch device, with one-line errors for devices this machine does not have."""
+"""``--device`` values → a torch device, with one-line errors for devices this machine does not have; and what
+counts as running out of memory on any of them."""
 from __future__ import annotations
 
 import torch
@@ -27,3 +28,14 @@ def resolve_device(name: str, flag: str = "--device") -> torch.device:
     elif device.type != "cpu":
         raise CFMError(f"{flag} {name!r}: only cpu, cuda and mps are supported")
     return device
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for torch's out-of-memory errors on every backend (CUDA, MPS, the CPU allocator); never for a
+    :class:`CFMError` (a bad input that merely mentions memory). The CLI and the nodes both ask this."""
+    if isinstance(exc, CFMError):
+        return False
+    if isinstance(exc, (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), MemoryError)):
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or "can't allocate memory" in text

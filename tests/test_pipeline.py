@@ -190,3 +190,14 @@ def test_bad_solver_steps_and_upsample_are_refused():
         upscale_latent(model, latent(), None, upsample="bicubic-latent")
     with pytest.raises(CFMError, match="psu"):
         upscale_latent(model, latent(), None, upsample="psu")
+
+
+def test_out_of_memory_is_recognised_on_every_backend_and_never_for_a_bad_input():
+    from cfm_core.devices import is_out_of_memory
+
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"))
+    assert is_out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 1 GB)"))
+    assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB"))
+    assert is_out_of_memory(MemoryError())
+    assert not is_out_of_memory(CFMError("image too large: it would run out of memory; use --tile"))
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
