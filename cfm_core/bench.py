@@ -25,7 +25,8 @@ import torch
 from .bench_common import BenchContext, Section
 from .bench_report import markdown_report, write_json, write_plots
 from .bench_sections import SECTIONS, run_section, select_sections
-from .bench_timing import load_average, machine_info, resolve_device
+from .bench_timing import load_average, machine_info
+from .devices import resolve_device
 from .errors import CFMError
 
 QUICK_TIMING = {"repeats": 3, "warmup": 1, "budget_s": 15.0}

@@ -105,17 +105,6 @@ def ratio(numerator: float, denominator: float) -> float | None:
     return numerator / denominator
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → cuda when available, else cpu; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CFMError("--device cuda: no CUDA GPU is visible to torch; use --device cpu or auto")
-    if name not in ("cpu", "cuda"):
-        raise CFMError(f"--device {name!r} is unknown; use auto, cpu or cuda")
-    return torch.device(name)
-
-
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:

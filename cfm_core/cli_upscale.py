@@ -27,10 +27,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .devices import DTYPES, resolve_device, resolve_dtype
 from .errors import CFMError
 
 FORMATS = ("png", "jpg", "webp")
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MAX_THREADS = 1024  # torch would try to start them all
 MAX_OUTPUT_SIDE = 16384  # a 16k × 16k RGB output alone is 3 GB as float32; refuse beyond it
 AUTO_TILE = 512  # default --tile: latents up to this per side run whole, larger ones in tiles of at most this
@@ -106,7 +106,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
                         help="auto = cuda if available, else cpu")
     parser.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
-                        help="auto = fp32 on CPU/MPS, fp16 on CUDA")
+                        help="auto = bf16 on CUDA GPUs that run it (else fp16), fp32 on CPU/MPS")
     parser.add_argument("--drop-alpha", action="store_true", help="discard the alpha channel of RGBA inputs")
     parser.add_argument("--compare", action="store_true",
                         help="also write <stem>_x<scale>_compare.<format>: bicubic | CFM side by side")
@@ -265,25 +265,6 @@ def check_writable(folder: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------- device, model
-
-def resolve_device(name: str) -> torch.device:
-    mps = getattr(torch.backends, "mps", None)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CFMError("--device cuda: torch sees no CUDA GPU (a CPU-only torch build?); use --device cpu")
-    if name == "mps" and not (mps is not None and mps.is_available()):
-        raise CFMError("--device mps: Apple's Metal backend is not available here; use --device cpu")
-    return torch.device(name)
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise CFMError("--dtype bf16: this GPU does not support bfloat16; use --dtype fp16")
-    return DTYPES[name]
-
 
 def load(model_path: str, vae_path: str | None, device: torch.device, dtype: torch.dtype):
     """The model on ``device`` in ``dtype`` and its latent space (a VAE stays fp32 unless bf16 was asked:

@@ -30,6 +30,24 @@ def resolve_device(name: str, flag: str = "--device") -> torch.device:
     return device
 
 
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_dtype(name: str, device: torch.device, flag: str = "--dtype") -> torch.dtype:
+    """``auto`` means: bf16 on a CUDA GPU that runs it (the models train in bf16 mixed precision, and bf16 keeps
+    fp32's range), else fp16 on CUDA; fp32 on the CPU and MPS. The ComfyUI loader's ``auto`` is ComfyUI's own
+    choice for the device, which prefers the same order. ``fp32``/``fp16``/``bf16`` are taken as given."""
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if name not in DTYPES:
+        raise CFMError(f"{flag} {name!r} is unknown; use auto, {', '.join(DTYPES)}")
+    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise CFMError(f"{flag} bf16: this GPU does not support bfloat16; use {flag} fp16")
+    return DTYPES[name]
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """True for torch's out-of-memory errors on every backend (CUDA, MPS, the CPU allocator); never for a
     :class:`CFMError` (a bad input that merely mentions memory). The CLI and the nodes both ask this."""

@@ -16,13 +16,13 @@ import torch
 from cfm_core import CFMError
 from cfm_core.bundled import BUNDLED_MODEL_PATH
 from cfm_core.checkpoint import load_model, read_config
+from cfm_core.devices import DTYPES
 
 from .common import CATEGORY, LOG
 from .model_handle import CFMModelHandle, wrap_model
 
 FOLDER_KEY = "cfm"
 BUNDLED_ENTRY = "(bundled) cfm-pixel-2x"
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CACHE_SIZE = 4
 _cache: OrderedDict[tuple, CFMModelHandle] = OrderedDict()
 

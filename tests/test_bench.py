@@ -23,6 +23,7 @@ from cfm_core.bench_psu import PSUConfig, run_psu
 from cfm_core.bench_report import format_value, markdown_report, report_dict
 from cfm_core.bench_solvers import SolverConfig, psnr, run_solvers, solver_grid
 from cfm_core.bench_train import TrainConfig, run_train
+from cfm_core.devices import resolve_device
 from cfm_core.errors import CFMError
 from cfm_core.model import CFMConfig, CFMModel
 from cfm_core.unet import VelocityUNet, preset
@@ -116,7 +117,7 @@ def test_machine_info_and_bf16_note():
     assert "AMX" in bench_timing.bf16_hardware_note({"amx_bf16", "avx512_bf16"})
     assert "lacks" in bench_timing.bf16_hardware_note(set())
     with pytest.raises(CFMError):
-        bench_timing.resolve_device("tpu")
+        resolve_device("tpu")
 
 
 def test_randomise_zero_layers_makes_output_nonzero():
