@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from .autoencoders import LatentSpace, PixelSpace, SpaceToDepth
 from .errors import CFMError
-from .model import CFMModel, check_finite_output
+from .model import CFMConfig, CFMModel, check_finite_output
 from .path import start_point
 from .solvers import StepInfo, check_solver, check_steps, integrate
 from .tiling import TiledVelocity
@@ -131,6 +131,16 @@ def upscale_image(model: CFMModel, image: torch.Tensor, space: LatentSpace | Non
                            "(fp16 VAEs overflow)")
         out = (decoded.clamp(-1, 1) + 1) / 2
     return out.cpu(), UpscaleResult(result.latent, result.nfe, result.steps, time.perf_counter() - start)
+
+
+def estimate_memory(config: CFMConfig, shape: tuple[int, ...], dtype: torch.dtype, tile: int | None) -> int:
+    """Rough bytes for one velocity evaluation of a (B, C, H, W) latent, tiled or not, plus the solver state (the
+    weights not included): what a caller frees before a solve (the nodes ask ComfyUI for it)."""
+    b, c, h, w = shape
+    th, tw = (min(h, tile), min(w, tile)) if tile else (h, w)
+    network = config.unet.activation_bytes(b, th, tw, torch.empty((), dtype=dtype).element_size())
+    solver_state = 8 * b * c * h * w * 4  # x, context and up to 6 Runge-Kutta stages, float32
+    return int(1.5 * network + solver_state)
 
 
 def pad_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:

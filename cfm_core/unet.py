@@ -73,6 +73,20 @@ class UNetConfig:
         """Total downsampling of the UNet: input sizes must be multiples of this (we pad otherwise)."""
         return 2 ** (len(self.channel_mult) - 1)
 
+    def activation_bytes(self, batch: int, height: int, width: int, element_size: int) -> float:
+        """Rough bytes one forward pass holds at once for a (batch, C, height, width) latent.
+
+        Per latent pixel the UNet keeps its skip activations, Σ_levels (num_res_blocks+1)·channels/4^level, and a few
+        full-resolution working tensors; attention adds (tokens²·heads) in case the backend is not memory-efficient.
+        """
+        per_pixel = sum((self.num_res_blocks + 1) * self.model_channels * mult / 4 ** level
+                        for level, mult in enumerate(self.channel_mult))
+        per_pixel += 6 * self.model_channels * self.channel_mult[0]
+        activations = batch * height * width * per_pixel * element_size
+        attention = sum(batch * self.num_heads * (height * width / ds ** 2) ** 2 * element_size
+                        for ds in self.attention_resolutions)
+        return activations + attention
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -22,6 +22,7 @@ import comfy.utils
 import torch
 
 from cfm_core import CFMConfig, CFMError, StepInfo, boost
+from cfm_core.pipeline import estimate_memory
 from cfm_core.solvers import SOLVERS
 
 from .common import LOG, check_finite
@@ -55,25 +56,6 @@ class SolveSettings:
 
     def planned_steps(self, config: CFMConfig) -> int:
         return config.solve_plan(self.solver, self.steps or None)[1]
-
-
-def estimate_memory(config: CFMConfig, shape: tuple[int, ...], dtype: torch.dtype, tile: int | None) -> int:
-    """Rough bytes for one velocity evaluation plus the solver state (the weights are counted by ComfyUI).
-
-    Per latent pixel the UNet keeps its skip activations, Σ_levels (num_res_blocks+1)·channels/4^level, and a few
-    full-resolution working tensors; attention adds (tokens²·heads) in case the backend is not memory-efficient.
-    """
-    b, c, h, w = shape
-    th, tw = (min(h, tile), min(w, tile)) if tile else (h, w)
-    u = config.unet
-    per_pixel = sum((u.num_res_blocks + 1) * u.model_channels * mult / 4 ** level
-                    for level, mult in enumerate(u.channel_mult))
-    per_pixel += 6 * u.model_channels * u.channel_mult[0]
-    size = torch.empty((), dtype=dtype).element_size()
-    activations = b * th * tw * per_pixel * size
-    attention = sum(b * u.num_heads * (th * tw / ds ** 2) ** 2 * size for ds in u.attention_resolutions)
-    solver_state = 8 * b * c * h * w * 4  # x, context and up to 6 Runge-Kutta stages, float32
-    return int(1.5 * (activations + attention) + solver_state)
 
 
 def _progress(pbar: comfy.utils.ProgressBar, planned: int,

@@ -201,3 +201,14 @@ def test_out_of_memory_is_recognised_on_every_backend_and_never_for_a_bad_input(
     assert is_out_of_memory(MemoryError())
     assert not is_out_of_memory(CFMError("image too large: it would run out of memory; use --tile"))
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
+
+
+def test_memory_estimate_grows_with_the_latent_and_shrinks_with_tiles_and_half_precision():
+    from cfm_core import CFMConfig, LatentSpec, preset
+    from cfm_core.pipeline import estimate_memory
+
+    config = CFMConfig(unet=preset("tiny", latent_channels=4), latent=LatentSpec())
+    small, big = (estimate_memory(config, (1, 4, n, n), torch.float32, None) for n in (32, 64))
+    assert 3.5 * small < big < 4.5 * small  # activations scale with the pixels
+    assert estimate_memory(config, (1, 4, 64, 64), torch.float32, 16) < big / 4
+    assert estimate_memory(config, (1, 4, 64, 64), torch.bfloat16, None) < 0.6 * big
