@@ -106,7 +106,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
                         help="auto = cuda if available, else cpu")
     parser.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
-                        help="auto = bf16 on CUDA GPUs that run it (else fp16), fp32 on CPU/MPS")
+                        help="auto = bf16 on CUDA GPUs that run it (else fp16), bf16 on CPUs with AVX512-BF16/AMX "
+                             "(else fp32), fp32 on MPS; a VAE stays fp32 unless bf16 is asked for")
     parser.add_argument("--drop-alpha", action="store_true", help="discard the alpha channel of RGBA inputs")
     parser.add_argument("--compare", action="store_true",
                         help="also write <stem>_x<scale>_compare.<format>: bicubic | CFM side by side")
@@ -147,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
                         noise_step=args.noise_step, tile=args.tile, overlap=args.overlap,
                         drop_alpha=args.drop_alpha, overwrite=args.overwrite)
     with torch.inference_mode():
-        model, space = load(model_path, args.vae, device, dtype)
+        model, space = load(model_path, args.vae, device, dtype, vae_bf16=args.dtype == "bf16")
         return process(jobs, model, space, settings, quiet=args.quiet)
 
 
@@ -266,9 +267,10 @@ def check_writable(folder: str) -> None:
 
 # ------------------------------------------------------------------------------------------- device, model
 
-def load(model_path: str, vae_path: str | None, device: torch.device, dtype: torch.dtype):
-    """The model on ``device`` in ``dtype`` and its latent space (a VAE stays fp32 unless bf16 was asked:
-    fp16 VAEs can overflow to NaN)."""
+def load(model_path: str, vae_path: str | None, device: torch.device, dtype: torch.dtype, *,
+         vae_bf16: bool | None = None):
+    """The model on ``device`` in ``dtype`` and its latent space. A VAE stays fp32 unless ``vae_bf16`` (default:
+    the model runs in bf16): fp16 VAEs can overflow to NaN."""
     from .autoencoders import space_from_spec
     from .checkpoint import load_model
 
@@ -276,7 +278,8 @@ def load(model_path: str, vae_path: str | None, device: torch.device, dtype: tor
     spec = model.config.latent
     if vae_path is not None and spec.kind != "vae":
         raise CFMError(f"--vae: this model works in the {spec.name!r} space and needs no VAE; drop --vae")
-    vae_dtype = torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
+    vae_bf16 = dtype == torch.bfloat16 if vae_bf16 is None else vae_bf16
+    vae_dtype = torch.bfloat16 if vae_bf16 else torch.float32
     extra = {"device": device, "dtype": vae_dtype} if spec.kind == "vae" else {}
     return model, space_from_spec(spec, vae_path, **extra)
 

@@ -1,6 +1,8 @@
 """Training pairs from a folder of images, made as in the paper.
 
-A sample is a random square crop (and random horizontal flip) of a high-res image; its low-res partner is the
+A sample is a random square crop (and random horizontal flip) of a high-res image, with probability
+``PairSpec.low_contrast`` faded towards its mean colour by a factor drawn log-uniformly from ``LOW_CONTRAST_RANGE``
+(so the network sees flat, low-contrast content and learns to add less detail there); its low-res partner is the
 crop downsampled by the model's factor with a kernel drawn per crop from ``PairSpec.downsample``. The model's
 start point comes from the *bilinear upsample of that low-res crop* encoded into the latent space (PSU without the
 decode, as the official training does), the target from the crop itself, both through the posterior mean.
@@ -31,6 +33,14 @@ class PairSpec:
     crop: int = 256
     factor: int = 2
     downsample: tuple[str, ...] = ("bilinear-aa",)  # kernels; each crop draws one (see upsample.DOWNSAMPLE_KERNELS)
+    low_contrast: float = 0.0  # probability that a crop's contrast is scaled down (see LOW_CONTRAST_RANGE)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.low_contrast <= 1.0:
+            raise CFMError(f"--low-contrast {self.low_contrast} is not a probability; use a value in [0, 1]")
+
+
+LOW_CONTRAST_RANGE = (0.02, 1.0)  # contrast factor s of a faded crop, log-uniform: mean + s·(crop − mean)
 
 
 def scan_images(folder: str | list[str], min_side: int) -> list[str]:
@@ -84,6 +94,11 @@ class PairSource:
         crop = image[:, top:top + c, left:left + c]
         if torch.rand((), generator=gen) < 0.5:
             crop = crop.flip(-1)
+        if self.spec.low_contrast and torch.rand((), generator=gen) < self.spec.low_contrast:
+            lo, hi = (torch.tensor(LOW_CONTRAST_RANGE).log()).tolist()
+            s = float(torch.empty(()).uniform_(lo, hi, generator=gen).exp())
+            mean = crop.mean((1, 2), keepdim=True)
+            crop = mean + s * (crop - mean)
         high = crop[None]
         kernels = self.spec.downsample
         kernel = kernels[int(torch.randint(len(kernels), (1,), generator=gen))] if len(kernels) > 1 else kernels[0]
@@ -136,7 +151,8 @@ class LatentCache:
         return {"size": self.size, "seed": self.pairs.seed, "crop": self.pairs.spec.crop,
                 "factor": self.pairs.spec.factor, "space": self.space.spec.to_dict(), "images": len(self.pairs.paths),
                 "downsample": list(self.pairs.spec.downsample),
-                "degrade": self.pairs.degradation.to_spec() if self.pairs.degradation else "none"}
+                "degrade": self.pairs.degradation.to_spec() if self.pairs.degradation else "none",
+                **({"low_contrast": self.pairs.spec.low_contrast} if self.pairs.spec.low_contrast else {})}
 
     def build(self, progress: bool = True) -> None:
         """Encode every missing shard. Finished shards are kept, so an interrupted build resumes."""

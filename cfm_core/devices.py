@@ -33,13 +33,23 @@ def resolve_device(name: str, flag: str = "--device") -> torch.device:
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bf16 in hardware (AVX512-BF16 or AMX); elsewhere torch emulates bf16 by
+    converting to fp32, which is slower than fp32 itself."""
+    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+                or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
 def resolve_dtype(name: str, device: torch.device, flag: str = "--dtype") -> torch.dtype:
     """``auto`` means: bf16 on a CUDA GPU that runs it (the models train in bf16 mixed precision, and bf16 keeps
-    fp32's range), else fp16 on CUDA; fp32 on the CPU and MPS. The ComfyUI loader's ``auto`` is ComfyUI's own
-    choice for the device, which prefers the same order. ``fp32``/``fp16``/``bf16`` are taken as given."""
+    fp32's range), else fp16 on CUDA; bf16 on a CPU with AVX512-BF16 or AMX (about 2× faster than fp32 there),
+    else fp32 on the CPU; fp32 on MPS. The ComfyUI loader's ``auto`` is ComfyUI's own choice for the device.
+    ``fp32``/``fp16``/``bf16`` are taken as given."""
     if name == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "cpu" and cpu_has_native_bf16():
+            return torch.bfloat16
         return torch.float32
     if name not in DTYPES:
         raise CFMError(f"{flag} {name!r} is unknown; use auto, {', '.join(DTYPES)}")

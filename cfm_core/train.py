@@ -28,6 +28,7 @@ from .augment import DEFAULT_NOISE_STEP, _mix64, batch_stable_noise
 from .autoencoders import DiffusersVAE, LatentSpace, PixelSpace, SpaceToDepth
 from .checkpoint import atomic_write, save_model
 from .data import LatentCache, LatentSource, PairSource, PairSpec, scan_images
+from .devices import cpu_has_native_bf16
 from .ema import EMA
 from .errors import CFMError, first_line
 from .model import CFMConfig, CFMModel
@@ -51,6 +52,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="how low-res inputs are made from the crops: one kernel, or several (space or comma "
                         f"separated) of which each crop draws one; {', '.join(DOWNSAMPLE_KERNELS)} (default "
                         "bilinear-aa)")
+    g.add_argument("--low-contrast", type=float, default=0.0, metavar="P",
+                   help="probability that a crop is faded towards its mean colour (contrast × 0.02–1, log-uniform) "
+                        "so the model learns to leave flat images flat (default 0)")
     g.add_argument("--degrade", default=None,
                    help="low-res degradations for real-world SR, e.g. 'blur=0.2-1.5,noise=0-0.03,jpeg=60-95'")
     g.add_argument("--cache-dir", default=None, help="latent cache folder for VAE spaces (default OUT/cache)")
@@ -197,9 +201,7 @@ def slow_cpu_autocast(precision: str, device: torch.device) -> str | None:
     """
     if device.type != "cpu" or precision == "fp32":
         return None
-    native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)() or \
-        getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    if native:
+    if cpu_has_native_bf16():
         return None
     return (f"warning: --precision {precision} on this CPU (no AVX512-BF16/AMX) is emulated and can be 20x slower "
             "than fp32; use --precision fp32 (or auto)")
@@ -478,7 +480,8 @@ class Trainer:
 
     def _data(self):
         a = self.args
-        spec = PairSpec(crop=a.crop, factor=a.factor, downsample=parse_kernels(a.downsample))
+        spec = PairSpec(crop=a.crop, factor=a.factor, downsample=parse_kernels(a.downsample),
+                        low_contrast=a.low_contrast)
         degradation = None
         if a.degrade:
             from .degrade import Degradation
@@ -551,7 +554,7 @@ class Trainer:
         return {"steps": self.step, "global_batch": a.batch_size * a.grad_accum * self.world, "lr": a.lr,
                 "lr_schedule": a.lr_schedule, "decay_from": a.decay_from, "objective": a.objective,
                 "weighting": a.weighting, "crop": a.crop, "downsample": ",".join(parse_kernels(a.downsample)),
-                "degrade": a.degrade, "images": self.num_images, "seed": a.seed,
+                "degrade": a.degrade, "low_contrast": a.low_contrast, "images": self.num_images, "seed": a.seed,
                 "init_from": a.init_from,
                 "seconds": round(elapsed, 1), "final_loss": round(last_loss, 6), "precision": self.precision,
                 "processes": self.world, "device": str(self.device), "machine": platform.processor() or

@@ -76,7 +76,9 @@ def load_handle(model_name: str, dtype_choice: str) -> CFMModelHandle:
         _cache.move_to_end(key)
         return _cache[key]
     try:
-        model = load_model(path, device=mm.unet_offload_device(), dtype=dtype)
+        # channels-last where the model will run on the CPU, as the CLI loads it there (checkpoint.load_model)
+        model = load_model(path, device=mm.unet_offload_device(), dtype=dtype,
+                           channels_last=mm.get_torch_device().type == "cpu")
     except CFMError:
         raise
     except Exception as exc:  # e.g. an I/O error half-way: still one line in ComfyUI's error panel

@@ -212,3 +212,32 @@ def test_memory_estimate_grows_with_the_latent_and_shrinks_with_tiles_and_half_p
     assert 3.5 * small < big < 4.5 * small  # activations scale with the pixels
     assert estimate_memory(config, (1, 4, 64, 64), torch.float32, 16) < big / 4
     assert estimate_memory(config, (1, 4, 64, 64), torch.bfloat16, None) < 0.6 * big
+
+
+
+def test_auto_dtype_is_bf16_only_on_cpus_that_compute_it(monkeypatch):
+    from cfm_core import devices
+
+    cpu = torch.device("cpu")
+    for avx512_bf16, amx, native in ((True, False, True), (False, True, True), (False, False, False)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
+        assert devices.cpu_has_native_bf16() is native
+        assert devices.resolve_dtype("auto", cpu) == (torch.bfloat16 if native else torch.float32)
+        assert devices.resolve_dtype("fp32", cpu) == torch.float32
+        assert devices.resolve_dtype("auto", torch.device("mps")) == torch.float32
+
+
+def test_cpu_models_load_channels_last_and_agree_with_the_default_layout(tmp_path):
+    from cfm_core.checkpoint import load_model, save_model
+
+    path = str(tmp_path / "m.safetensors")
+    save_model(tiny_model(), path)
+    fast, plain = load_model(path), load_model(path, channels_last=False)
+    convs = [m.weight for m in fast.net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+                         for w in convs)
+    assert all(m.weight.is_contiguous() for m in plain.net.modules() if isinstance(m, torch.nn.Conv2d))
+    z = latent(shape=(1, 4, 16, 16))
+    a, b = boost(fast, z, steps=2, seed=0).latent, boost(plain, z, steps=2, seed=0).latent
+    assert torch.allclose(a, b, atol=1e-4)

@@ -242,3 +242,26 @@ def test_emulated_cpu_autocast_is_named_with_the_fix(monkeypatch):
     assert train.slow_cpu_autocast("fp32", cpu) is None and train.slow_cpu_autocast("bf16", cuda) is None
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
     assert train.slow_cpu_autocast("bf16", cpu) is None
+
+
+def test_low_contrast_fades_crops_towards_their_mean(photo_dir, tmp_path, capsys):
+    from cfm_core.data import LOW_CONTRAST_RANGE, PairSource, PairSpec, scan_images
+
+    paths = scan_images(photo_dir, 32)
+    plain = PairSource(paths, PairSpec(crop=32), seed=0)
+    faded = PairSource(paths, PairSpec(crop=32, low_contrast=1.0), seed=0)
+    half = PairSource(paths, PairSpec(crop=32, low_contrast=0.5), seed=0)
+    factors, half_faded = [], 0
+    for i in range(16):
+        h0, h1, hh = plain.pixels(i)[0], faded.pixels(i)[0], half.pixels(i)[0]
+        mean = h0.mean((1, 2), keepdim=True)
+        assert torch.allclose(h1.mean((1, 2), keepdim=True), mean, atol=1e-5)  # the mean colour stays
+        s = float((h1 - mean).norm() / (h0 - mean).norm())
+        assert torch.allclose(h1 - mean, s * (h0 - mean), atol=1e-5)  # a pure contrast scale, same crop
+        assert LOW_CONTRAST_RANGE[0] - 1e-4 <= s <= LOW_CONTRAST_RANGE[1] + 1e-4
+        factors.append(s)
+        half_faded += not torch.equal(hh, h0)
+    assert min(factors) < 0.2 < max(factors)  # log-uniform: flat and nearly untouched crops both occur
+    assert 2 <= half_faded <= 14
+    assert _train(photo_dir, tmp_path / "a", "--max-steps", "1", "--low-contrast", "2") == 2
+    assert "--low-contrast 2.0 is not a probability" in capsys.readouterr().err
