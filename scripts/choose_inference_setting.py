@@ -2,11 +2,15 @@
 
 usage: python scripts/choose_inference_setting.py RESULT.json [...] [--baseline bicubic] [--min-gain DB]
                                                    [--flat FLAT.json ... --flat-tolerance DB]
+                                                   [--below-swd-of METHOD]
 
 Rule (fixed before the candidates are evaluated; docs/round5-selection-rule.md): a (model, solver, steps, noise
 step) setting is eligible when, on *every* downsampling kernel the files hold, its mean PSNR is at least the
 baseline's + ``--min-gain`` dB, and — with ``--flat`` — on every kernel of the flat images' files its PSNR is at
-least the baseline's − ``--flat-tolerance`` dB. Among the eligible settings the one with the lowest SWD averaged over
+least the baseline's − ``--flat-tolerance`` dB, and — with ``--below-swd-of METHOD`` (e.g. the L2 file: the paper's
+ordering, in which the regression model may win PSNR but the flow must win the distribution metric) — its SWD
+averaged over the kernels is below that model's (whose rows are then a reference, not a candidate). Among the
+eligible settings the one with the lowest SWD averaged over
 the kernels wins. All settings are printed, lowest SWD first, with their worst-kernel margin, so the choice can be
 checked by eye. Exit status 1 when no setting is eligible. Files written before kernels were lists (one kernel,
 no per-row kernel) are read as one kernel; with ``--min-gain 0`` and no ``--flat`` this is the round-3/4 rule.
@@ -15,7 +19,7 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 Key = tuple[str, str, int, "int | None"]  # model, solver, steps, noise step
 
@@ -30,16 +34,18 @@ class Setting:
     swd: float  # mean over kernels
     margin: float  # min over kernels of PSNR − (baseline PSNR + min gain); ≥ 0 passes
     flat_margin: float = math.inf  # min over the flat files' kernels of PSNR − (baseline − tolerance)
+    swd_margin: float = math.inf  # the reference model's mean SWD − this setting's; > 0 passes
 
     @property
     def eligible(self) -> bool:
-        return self.margin >= 0 and self.flat_margin >= 0 and not math.isnan(self.swd)
+        return self.margin >= 0 and self.flat_margin >= 0 and self.swd_margin > 0 and not math.isnan(self.swd)
 
     def __str__(self) -> str:
         noise = "the model's own noise step" if self.noise_step is None else f"noise step {self.noise_step}"
         flat = "" if self.flat_margin == math.inf else f", flat margin {self.flat_margin:+.2f}"
+        ref = "" if self.swd_margin == math.inf else f", SWD below the reference by {self.swd_margin:+.2f}"
         return (f"{self.model} {self.solver}×{self.steps} {noise}: PSNR {self.psnr:.2f} dB, SWD {self.swd:.2f}, "
-                f"worst-kernel margin {self.margin:+.2f} dB{flat}")
+                f"worst-kernel margin {self.margin:+.2f} dB{flat}{ref}")
 
 
 def read_rows(paths: list[str], baseline: str) -> tuple[dict[Key, dict[str, tuple[float, float]]], dict[str, float]]:
@@ -67,9 +73,17 @@ def read_rows(paths: list[str], baseline: str) -> tuple[dict[Key, dict[str, tupl
 
 
 def settings_from(paths: list[str], baseline: str, min_gain: float = 0.0, flat: list[str] | None = None,
-                  flat_tolerance: float = 0.2) -> list[Setting]:
+                  flat_tolerance: float = 0.2, below_swd_of: str | None = None) -> list[Setting]:
     models, base = read_rows(paths, baseline)
     flat_models, flat_base = read_rows(flat, baseline) if flat else ({}, {})
+    reference = math.inf
+    if below_swd_of is not None:
+        refs = [key for key in models if key[0] == below_swd_of]
+        if len(refs) != 1:
+            raise ValueError(f"--below-swd-of {below_swd_of}: {len(refs)} settings of that model in the files, "
+                             "need exactly one")
+        ref_rows = models.pop(refs[0])
+        reference = sum(s for _, s in ref_rows.values()) / len(ref_rows)
     out = []
     for key, by_kernel in models.items():
         if set(by_kernel) != set(base):
@@ -84,6 +98,8 @@ def settings_from(paths: list[str], baseline: str, min_gain: float = 0.0, flat: 
         n = len(by_kernel)
         out.append(Setting(*key, sum(p for p, _ in by_kernel.values()) / n, sum(s for _, s in by_kernel.values()) / n,
                            margin, flat_margin))
+        if below_swd_of is not None:
+            out[-1] = replace(out[-1], swd_margin=reference - out[-1].swd)
     return out
 
 
@@ -99,9 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-gain", type=float, default=0.0, help="dB over the baseline needed on every kernel")
     p.add_argument("--flat", nargs="+", default=None, help="evaluate JSON files of flat images (same settings)")
     p.add_argument("--flat-tolerance", type=float, default=0.2, help="dB the flat images may lose (default 0.2)")
+    p.add_argument("--below-swd-of", default=None, metavar="METHOD",
+                   help="a model (its method label) whose mean SWD an eligible setting must beat")
     a = p.parse_args(argv)
     try:
-        settings = settings_from(a.results, a.baseline, a.min_gain, a.flat, a.flat_tolerance)
+        settings = settings_from(a.results, a.baseline, a.min_gain, a.flat, a.flat_tolerance, a.below_swd_of)
     except (OSError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -7,6 +7,9 @@ never redistributed: its licence is not stated).
 val/ (used to choose inference settings, never trained on or reported as held out): matplotlib's grace_hopper.jpg
 (US Navy photo, public domain), scikit-image's cell (CC0) and moon (licence not stated; evaluation only), the grey
 ones saved as RGB.
+flat-val/ (a smooth image to check that the model leaves flat content flat while choosing settings; cell and moon
+are the flat *test* images from round 6 on): scikit-image's clock_motion (CC0, a motion-blurred wall clock by Stefan
+van der Walt), saved as RGB.
 usage: python scripts/export_skimage_photos.py OUT_DIR
 """
 import os
@@ -21,6 +24,7 @@ TRAIN = ["astronaut.png", "camera.png", "brick.png", "grass.png", "gravel.png", 
          "hubble_deep_field.jpg", "retina.jpg", "ihc.png"]
 HELDOUT = ["chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png"]
 VAL_GREY = ["cell.png", "moon.png"]
+FLAT_VAL = ["clock_motion.png"]
 
 
 def main(out: str) -> None:
@@ -30,17 +34,25 @@ def main(out: str) -> None:
         for name in names:
             atomic_write(os.path.join(out, split, name), lambda tmp, f=name: shutil.copyfile(os.path.join(src, f), tmp))
     export_validation(src, os.path.join(out, "val"))
-    print(f"wrote {len(TRAIN)} training, {len(HELDOUT)} held-out and {len(VAL_GREY) + 1} validation photos to {out}")
+    export_grey(src, os.path.join(out, "flat-val"), FLAT_VAL)
+    print(f"wrote {len(TRAIN)} training, {len(HELDOUT)} held-out, {len(VAL_GREY) + 1} validation and {len(FLAT_VAL)} "
+          f"flat validation photos to {out}")
 
 
 def export_validation(skimage_data: str, folder: str) -> None:
     import matplotlib
-    from PIL import Image
 
     os.makedirs(folder, exist_ok=True)
     hopper = os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")
     atomic_write(os.path.join(folder, "grace_hopper.jpg"), lambda tmp: shutil.copyfile(hopper, tmp))
-    for name in VAL_GREY:
+    export_grey(skimage_data, folder, VAL_GREY)
+
+
+def export_grey(skimage_data: str, folder: str, names: list[str]) -> None:
+    from PIL import Image
+
+    os.makedirs(folder, exist_ok=True)
+    for name in names:
         with Image.open(os.path.join(skimage_data, name)) as grey:
             rgb = grey.convert("RGB")
         atomic_write(os.path.join(folder, name), lambda tmp, image=rgb: image.save(tmp, format="PNG"))

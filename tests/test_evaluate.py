@@ -274,3 +274,23 @@ def test_choose_inference_setting_needs_the_gain_on_every_kernel_and_the_flat_im
     out = capsys.readouterr().out
     assert out.splitlines()[-1].startswith("chosen: m euler×2 noise step 25:") and "flat margin -0.10" in out
     assert chooser.main([val, "--min-gain", "2.0"]) == 1
+
+
+def test_choose_inference_setting_can_require_a_lower_swd_than_the_regression_model(tmp_path, capsys):
+    chooser = load_script("choose_inference_setting")
+    base = {"box": 30.0, "lanczos": 32.0}
+    # m×1 (SWD 4.5) and m×4 (SWD 3.5) both gain enough; the L2 model sits between them at SWD 4.0
+    val = write_result(tmp_path / "val.json", 0, base, [
+        ("m", 1, 31.5, 4.5, "box"), ("m", 1, 33.5, 4.5, "lanczos"),
+        ("m", 4, 31.2, 3.5, "box"), ("m", 4, 33.2, 3.5, "lanczos"),
+        ("l2", 1, 32.0, 4.0, "box"), ("l2", 1, 34.0, 4.0, "lanczos")])
+    assert chooser.main([val, "--min-gain", "1.0"]) == 0  # without the condition the L2 file is a candidate too
+    assert capsys.readouterr().out.splitlines()[-1].startswith("chosen: m euler×4")
+    assert chooser.main([val, "--min-gain", "1.0", "--below-swd-of", "l2"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1].startswith("chosen: m euler×4") and "l2 euler" not in out
+    assert "SWD below the reference by +0.50" in out and "SWD below the reference by -0.50" in out
+    # when every candidate's SWD is above the reference, none is eligible
+    assert chooser.main([val, "--min-gain", "1.5", "--below-swd-of", "l2"]) == 1  # m×4 misses the gain, m×1 the SWD
+    assert chooser.main([val, "--below-swd-of", "nope"]) == 2
+    assert "--below-swd-of nope: 0 settings" in capsys.readouterr().err
