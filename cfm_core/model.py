@@ -29,6 +29,7 @@ class CFMConfig:
     default_steps: int = 4
     upsample: str = "psu"
     prediction: str = "velocity"  # what the network outputs: velocity (official) or residual (x̂1 − z_up)
+    contrast_reference: float | None = None  # pixel-space models: flatter inputs are normalised up to it (contrast.py)
     training: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -57,6 +58,12 @@ class CFMConfig:
                                (" other than 0" if name == "scale_factor" else ""))
         if self.factor not in (2, 4):
             raise CFMError(f"upscale factor={self.factor} is unsupported; use 2 (or 4)")
+        ref = self.contrast_reference
+        if ref is not None:
+            if isinstance(ref, bool) or not isinstance(ref, (int, float)) or not math.isfinite(ref) or ref <= 0:
+                raise CFMError(f"contrast_reference={ref!r} must be a positive number (or null: off)")
+            if spec.kind not in ("pixels", "space_to_depth"):
+                raise CFMError(f"contrast_reference applies to pixel-space models only, not to {spec.name!r} latents")
         if self.unet.latent_channels != self.latent.channels:
             raise CFMError(f"UNet latent_channels={self.unet.latent_channels} differs from the latent space's "
                            f"{self.latent.channels} channels")

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from .autoencoders import LatentSpace, PixelSpace, SpaceToDepth
+from .contrast import ContrastGain
 from .errors import CFMError
 from .model import CFMConfig, CFMModel, check_finite_output
 from .path import start_point
@@ -36,7 +37,9 @@ def boost(model: CFMModel, z_up: torch.Tensor, *, solver: str | None = None, ste
     """Integrate the coupling ODE from x0 = noise_augment(z_up) to x1, with the clean z_up as context.
 
     ``x0`` overrides the start (e.g. an already augmented latent from the NoiseAugment node). Regression
-    models (objective l1/l2) take one Euler step from z_up whatever ``solver``/``steps`` say.
+    models (objective l1/l2) take one Euler step from z_up whatever ``solver``/``steps`` say. A pixel-space model
+    with a ``contrast_reference`` solves flat images at that contrast and maps the result back (``contrast.py``;
+    start point and context alike, so an ``x0`` override is mapped too).
     """
     cfg = model.config
     model.check_latent(z_up, "z_up")
@@ -48,12 +51,18 @@ def boost(model: CFMModel, z_up: torch.Tensor, *, solver: str | None = None, ste
     solver, steps = cfg.solve_plan(solver, steps)
     noise_step = cfg.noise_step if noise_step is None else noise_step
     z_up = z_up.to(model.device, torch.float32)
+    if x0 is not None and x0.shape != z_up.shape:
+        raise CFMError(f"start latent {tuple(x0.shape)} and context {tuple(z_up.shape)} differ in shape")
+    if x0 is not None:
+        model.check_latent(x0, "start latent x0")  # NaN/inf from an upstream node
+    contrast = None
+    if cfg.contrast_reference is not None:
+        contrast = ContrastGain.measure(z_up, cfg.contrast_reference)
+        z_up, x0 = contrast.forward(z_up), None if x0 is None else contrast.forward(x0.to(model.device).float())
+        if callback is not None:
+            callback = (lambda info, report=callback: report(contrast.step_info(info)))
     if x0 is None:
         x0 = start_point(cfg.objective, z_up, noise_step, seed=seed, batch_indices=batch_indices)
-    elif x0.shape != z_up.shape:
-        raise CFMError(f"start latent {tuple(x0.shape)} and context {tuple(z_up.shape)} differ in shape")
-    else:
-        model.check_latent(x0, "start latent x0")  # NaN/inf from an upstream node
     context = z_up.to(model.dtype)
 
     def network(x: torch.Tensor, t: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
@@ -67,7 +76,8 @@ def boost(model: CFMModel, z_up: torch.Tensor, *, solver: str | None = None, ste
     result = integrate(lambda x, t: velocity(x, t, context), x0.to(model.device), solver=solver, steps=steps,
                        callback=callback)
     check_finite_output(result.x, model.dtype)  # e.g. an adaptive solver's step blowing up
-    return UpscaleResult(latent=result.x, nfe=result.nfe, steps=result.steps, seconds=result.seconds)
+    latent = result.x if contrast is None else contrast.inverse(result.x)
+    return UpscaleResult(latent=latent, nfe=result.nfe, steps=result.steps, seconds=result.seconds)
 
 
 def upscale_latent(model: CFMModel, z_low: torch.Tensor, space: LatentSpace | None, *,
