@@ -9,7 +9,8 @@ step) setting is eligible when, on *every* downsampling kernel the files hold, i
 baseline's + ``--min-gain`` dB, and — with ``--flat`` — on every kernel of the flat images' files its PSNR is at
 least the baseline's − ``--flat-tolerance`` dB, and — with ``--below-swd-of METHOD`` (e.g. the L2 file: the paper's
 ordering, in which the regression model may win PSNR but the flow must win the distribution metric) — its SWD
-averaged over the kernels is below that model's (whose rows are then a reference, not a candidate). Among the
+averaged over the kernels is below that model's (whose rows are then a reference, not a candidate; ``METHOD`` may
+also be an evaluate JSON file of that model alone, for files in which every model is labelled ``model``). Among the
 eligible settings the one with the lowest SWD averaged over
 the kernels wins. All settings are printed, lowest SWD first, with their worst-kernel margin, so the choice can be
 checked by eye. Exit status 1 when no setting is eligible. Files written before kernels were lists (one kernel,
@@ -18,6 +19,7 @@ no per-row kernel) are read as one kernel; with ``--min-gain 0`` and no ``--flat
 import argparse
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass, replace
 
@@ -78,11 +80,18 @@ def settings_from(paths: list[str], baseline: str, min_gain: float = 0.0, flat: 
     flat_models, flat_base = read_rows(flat, baseline) if flat else ({}, {})
     reference = math.inf
     if below_swd_of is not None:
-        refs = [key for key in models if key[0] == below_swd_of]
+        if os.path.isfile(below_swd_of):  # an evaluate JSON of the reference model alone (same images)
+            pool, ref_base = read_rows([below_swd_of], baseline)
+            if ref_base != base:
+                raise ValueError(f"--below-swd-of {below_swd_of}: its {baseline} PSNRs differ from the results' "
+                                 "(not the same images)")
+            refs = list(pool)
+        else:
+            pool, refs = models, [key for key in models if key[0] == below_swd_of]
         if len(refs) != 1:
             raise ValueError(f"--below-swd-of {below_swd_of}: {len(refs)} settings of that model in the files, "
                              "need exactly one")
-        ref_rows = models.pop(refs[0])
+        ref_rows = pool.pop(refs[0])
         reference = sum(s for _, s in ref_rows.values()) / len(ref_rows)
     out = []
     for key, by_kernel in models.items():
@@ -115,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-gain", type=float, default=0.0, help="dB over the baseline needed on every kernel")
     p.add_argument("--flat", nargs="+", default=None, help="evaluate JSON files of flat images (same settings)")
     p.add_argument("--flat-tolerance", type=float, default=0.2, help="dB the flat images may lose (default 0.2)")
-    p.add_argument("--below-swd-of", default=None, metavar="METHOD",
-                   help="a model (its method label) whose mean SWD an eligible setting must beat")
+    p.add_argument("--below-swd-of", default=None, metavar="METHOD|JSON",
+                   help="a model whose mean SWD an eligible setting must beat: its method label in the results, or "
+                        "an evaluate JSON holding that model alone (on the same images)")
     a = p.parse_args(argv)
     try:
         settings = settings_from(a.results, a.baseline, a.min_gain, a.flat, a.flat_tolerance, a.below_swd_of)

@@ -294,3 +294,17 @@ def test_choose_inference_setting_can_require_a_lower_swd_than_the_regression_mo
     assert chooser.main([val, "--min-gain", "1.5", "--below-swd-of", "l2"]) == 1  # m×4 misses the gain, m×1 the SWD
     assert chooser.main([val, "--below-swd-of", "nope"]) == 2
     assert "--below-swd-of nope: 0 settings" in capsys.readouterr().err
+
+
+def test_the_swd_reference_can_be_a_file_of_its_own(tmp_path, capsys):
+    chooser = load_script("choose_inference_setting")
+    base = {"box": 30.0}
+    cfm = write_result(tmp_path / "cfm.json", 0, base, [("model", 1, 31.5, 4.5, "box"), ("model", 4, 31.2, 3.5, "box")])
+    l2 = write_result(tmp_path / "l2.json", 100, base, [("model", 1, 32.0, 4.0, "box")])  # labelled "model" too
+    assert chooser.main([cfm, "--min-gain", "1.0", "--below-swd-of", l2]) == 0
+    out = capsys.readouterr().out
+    assert out.count("noise step") == 3 and "noise step 100" not in out  # the L2 file is the reference only
+    assert out.splitlines()[-1].startswith("chosen: model euler×4") and "by -0.50" in out
+    other = write_result(tmp_path / "other.json", 100, {"box": 29.0}, [("model", 1, 32.0, 4.0, "box")])
+    assert chooser.main([cfm, "--below-swd-of", other]) == 2
+    assert "not the same images" in capsys.readouterr().err
