@@ -31,7 +31,7 @@ def alpha_bar(step: int, num_steps: int = NUM_NOISE_STEPS) -> float:
     return float(alpha_bars(num_steps)[step])
 
 
-def _mix64(*values: int) -> int:
+def mix64(*values: int) -> int:
     """SplitMix64 over the values: a well-spread 63-bit seed from (seed, index) pairs."""
     state = 0x9E3779B97F4A7C15
     for v in values:
@@ -53,7 +53,7 @@ def batch_stable_noise(shape: tuple[int, ...], seed: int, batch_indices: list[in
         raise CFMError(f"batch_indices has {len(indices)} entries for a batch of {shape[0]}")
     parts = []
     for index in indices:
-        gen = torch.Generator().manual_seed(_mix64(int(seed), int(index), int(stream)))
+        gen = torch.Generator().manual_seed(mix64(int(seed), int(index), int(stream)))
         parts.append(torch.randn(shape[1:], generator=gen, dtype=torch.float32))
     return torch.stack(parts).to(device=device, dtype=dtype)
 

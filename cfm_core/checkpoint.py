@@ -93,6 +93,21 @@ def check_destination(path: str, *, overwrite: bool, inputs: tuple[str, ...] = (
         raise CFMError(f"{what} {path!r} already exists; pass --overwrite to replace it or choose another path")
 
 
+def check_writable(folder: str, flag: str = "-o") -> None:
+    """Before any work: fail if ``folder`` cannot be created or written (its nearest existing ancestor decides);
+    the message names the command's ``flag``."""
+    probe = folder
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        raise CFMError(f"output folder {folder!r} cannot be created: {probe!r} is a file; choose another {flag}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise CFMError(f"output folder {folder!r} is not writable ({probe!r} denies it); choose another {flag}")
+
+
 def save_model(model: CFMModel, path: str, dtype: torch.dtype | None = None, *, overwrite: bool = True) -> None:
     """Write ``model`` (weights + config) to ``path`` as safetensors, atomically (``overwrite=False``: never replace
     a file, see :func:`atomic_write`)."""

@@ -13,7 +13,7 @@ import torch
 
 from cfm_core import load_model
 from cfm_core.images import list_images, load_image
-from cfm_core.train import export_model
+from cfm_core.train.train import export_model
 
 
 def median_contrast(folder: str, crop: int, crops_per_image: int = 4, seed: int = 0) -> float:

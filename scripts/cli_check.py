@@ -20,10 +20,10 @@ import tempfile
 import time
 
 import torch
+from cfm_core.metrics import psnr, swd
 
 from cfm_core.evaluate import baseline_upscale, downsample, prepare_high_res
 from cfm_core.images import list_images, load_image, save_image
-from cfm_core.metrics import psnr, swd
 
 
 def quantise(image: torch.Tensor) -> torch.Tensor:

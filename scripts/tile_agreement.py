@@ -11,7 +11,7 @@ from PIL import Image
 
 from cfm_core import bundled
 from cfm_core.checkpoint import load_model
-from cfm_core.metrics import psnr
+from cfm_core.evaluate.metrics import psnr
 from cfm_core.pipeline import upscale_image
 
 

@@ -4,6 +4,7 @@ No timed assertions: where numbers matter the measurement is replaced by a fake 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -11,18 +12,19 @@ import os
 import pytest
 import torch
 
-from cfm_core import bench_sections, bench_timing
 from cfm_core.__main__ import main
 from cfm_core.autoencoders import SpaceToDepth
-from cfm_core.bench_common import BenchContext, Goal, Section, Table
-from cfm_core.bench_fig5 import Fig5Config, run_fig5
-from cfm_core.bench_memory import ChildSpec, MemoryConfig, run_child, run_memory
-from cfm_core.bench_models import randomise_zero_layers
-from cfm_core.bench_precision import PrecisionCase, PrecisionConfig, run_precision
-from cfm_core.bench_psu import PSUConfig, run_psu
-from cfm_core.bench_report import format_value, markdown_report, report_dict
-from cfm_core.bench_solvers import SolverConfig, psnr, run_solvers, solver_grid
-from cfm_core.bench_train import TrainConfig, run_train
+from cfm_core.bench import sections as bench_sections
+from cfm_core.bench import timing as bench_timing
+from cfm_core.bench.common import BenchContext, Goal, Section, Table
+from cfm_core.bench.fig5 import Fig5Config, run_fig5
+from cfm_core.bench.memory import ChildSpec, MemoryConfig, run_child, run_memory
+from cfm_core.bench.models import randomise_zero_layers
+from cfm_core.bench.precision import PrecisionCase, PrecisionConfig, run_precision
+from cfm_core.bench.psu import PSUConfig, run_psu
+from cfm_core.bench.report import format_value, markdown_report, report_dict
+from cfm_core.bench.solvers import SolverConfig, psnr, run_solvers, solver_grid
+from cfm_core.bench.train import TrainConfig, run_train
 from cfm_core.devices import resolve_device
 from cfm_core.errors import CFMError
 from cfm_core.model import CFMConfig, CFMModel
@@ -265,9 +267,8 @@ def test_markdown_and_json_structure():
 
 
 def test_cli_runs_selected_sections_and_writes_json_and_plots(monkeypatch, tmp_path, capsys):
-    tiny_train = bench_sections.SectionSpec(
-        "train", "tiny train", bench_sections.run_train,
-        TrainConfig(presets=("tiny",), latent=16, batch=2, precisions=("fp32",)), None)
+    tiny_train = dataclasses.replace(bench_sections.BY_KEY["train"], summary="tiny train", full=None,
+                                     quick=TrainConfig(presets=("tiny",), latent=16, batch=2, precisions=("fp32",)))
     specs = tuple(tiny_train if s.key == "train" else s for s in bench_sections.SECTIONS)
     monkeypatch.setattr(bench_sections, "SECTIONS", specs)
     monkeypatch.setattr(bench_sections, "BY_KEY", {s.key: s for s in specs})
@@ -285,7 +286,7 @@ def test_cli_runs_selected_sections_and_writes_json_and_plots(monkeypatch, tmp_p
 
 
 def test_contention_warning_only_when_busy():
-    from cfm_core.bench import contention_warnings
+    from cfm_core.bench.bench import contention_warnings
 
     machine = {"device": "cpu", "cpu_count": 2, "torch_threads": 2, "load_average": [5.0, 5.0, 5.0]}
     assert contention_warnings(machine) and "--threads 1" in contention_warnings(machine)[0]

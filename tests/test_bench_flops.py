@@ -6,7 +6,7 @@ import torch
 from test_bench import ctx, patch_measurements
 from torch.utils.flop_counter import FlopCounterMode
 
-from cfm_core.bench_flops import (
+from cfm_core.bench.flops import (
     GPU_PEAK_TFLOPS,
     FlopsConfig,
     Workload,
@@ -15,7 +15,7 @@ from cfm_core.bench_flops import (
     count_vae_encode,
     run_flops,
 )
-from cfm_core.bench_train import TrainConfig, run_train
+from cfm_core.bench.train import TrainConfig, run_train
 from cfm_core.path import training_loss
 from cfm_core.unet import VelocityUNet, preset
 

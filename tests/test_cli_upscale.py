@@ -375,7 +375,7 @@ def test_bundled_model_beats_bicubic_on_photos_it_never_trained_on(tmp_path, ker
 
 @pytest.mark.parametrize("side", [100, 512, 513, 1024, 1500, 4000])
 def test_default_tiles_cover_big_latents_with_little_overlap_work(side):
-    from cfm_core.cli_upscale import AUTO_TILE, auto_tile
+    from cfm_core.cli.upscale import AUTO_TILE, auto_tile
     from cfm_core.tiling import tile_starts
 
     tile = auto_tile(side, overlap=8, stride=4)

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cfm_core.degrade import RESIZE_KERNELS, Degradation, gaussian_blur, jpeg_roundtrip
 from cfm_core.errors import CFMError
+from cfm_core.train.degrade import RESIZE_KERNELS, Degradation, gaussian_blur, jpeg_roundtrip
 
 FULL = "blur=0.2-1.5,noise=0-0.03,jpeg=60-95,resize=random"
 

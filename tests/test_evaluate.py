@@ -15,7 +15,7 @@ from helpers import load_script
 import cfm_core
 from cfm_core.__main__ import main
 from cfm_core.errors import CFMError
-from cfm_core.evaluate import (
+from cfm_core.evaluate.evaluate import (
     FLOOR,
     MEAN,
     Setting,

@@ -128,7 +128,7 @@ class Payload:
 
 def train_state(out: Path, **overrides) -> str:
     """A valid one-step train_state.pt of the tiny TINY_TRAIN architecture, without training."""
-    from cfm_core.train import STATE_FILE
+    from cfm_core.train.train import STATE_FILE
 
     config = CFMConfig(unet=preset("tiny", latent_channels=12, model_channels=32, channel_mult=(1, 2),
                                    num_res_blocks=1, attention_resolutions=()), latent=SpaceToDepth(2).spec)
@@ -232,7 +232,7 @@ def test_train_export_to_an_existing_file_is_refused_before_training(tmp_path, c
 
 
 def test_disk_full_while_writing_compare_takes_the_main_output_back(model_file, tmp_path, capsys, monkeypatch):
-    from cfm_core import cli_upscale
+    from cfm_core.cli import upscale as cli_upscale
 
     src = photo(tmp_path / "in.png")
     real_save = cli_upscale.save
@@ -252,7 +252,7 @@ def test_disk_full_while_writing_compare_takes_the_main_output_back(model_file, 
 
 def test_an_output_that_appears_during_the_run_is_not_replaced(model_file, tmp_path, capsys, monkeypatch):
     """Two runs into one folder: the later writer must not replace what the other wrote meanwhile."""
-    from cfm_core import cli_upscale
+    from cfm_core.cli import upscale as cli_upscale
 
     src = photo(tmp_path / "in.png")
     target = tmp_path / "out" / "in_x2.png"
@@ -521,7 +521,7 @@ def test_train_flag_errors_come_first_and_leave_no_folder(tmp_path, capsys, flag
 
 
 def test_training_data_skips_animated_and_huge_images_up_front(tmp_path):
-    from cfm_core.data import scan_images
+    from cfm_core.train.data import scan_images
 
     data = tmp_path / "data"
     good = photo(data / "a.png", 64, 64)
@@ -586,7 +586,7 @@ def test_resume_skips_a_garbage_log_line_and_removes_stale_temporaries(tmp_path,
 
 
 def test_a_second_train_on_the_same_out_folder_is_refused(tmp_path, capsys):
-    from cfm_core.train import _lock_run
+    from cfm_core.train.train import _lock_run
 
     data = tmp_path / "data"
     photo(data / "a.png", 64, 64)
@@ -629,7 +629,7 @@ def test_sigterm_during_training_saves_and_exits_143(tmp_path):
 # ------------------------------------------------------------------------------------------- evaluate
 
 def test_evaluate_outputs_and_flags_are_checked_before_the_work(model_file, tmp_path, capsys, monkeypatch):
-    from cfm_core import evaluate
+    from cfm_core.evaluate import evaluate
 
     monkeypatch.setattr(evaluate, "evaluate_models", lambda *a, **k: pytest.fail("work started"))
     src = photo(tmp_path / "in.png", 64, 64)
@@ -661,7 +661,7 @@ def test_bench_output_paths_are_checked_before_measuring(tmp_path, capsys):
 # ------------------------------------------------------------------------------------------- the process
 
 def test_debug_flag_and_environment_show_the_traceback_of_an_error(model_file, tmp_path, capsys, monkeypatch):
-    from cfm_core import info
+    from cfm_core.cli import info
 
     code, err = cli(capsys, "info", tmp_path / "absent.safetensors")
     assert code == 2 and err.count("\n") == 1

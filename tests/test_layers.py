@@ -1,15 +1,21 @@
 """The import rules between the parts of the pack (see "Architecture" in docs/DEVELOPING.md).
 
-* The **engine** (the library modules at the top level of ``cfm_core``) never imports the command layer
-  (train, evaluate, bench*, cli*, the other ``python -m cfm_core`` commands, ``__main__``), the ComfyUI nodes or
-  ComfyUI itself. Module-level and function-level imports count alike, and so do ``importlib.import_module`` /
-  ``__import__`` calls with a literal name and the lazy exports of ``cfm_core/__init__.py``.
-* Nothing in ``cfm_core`` imports ComfyUI (``comfy``, ``folder_paths``, ``latent_preview``…) or the pack's nodes.
-* ``nodes/`` never reaches training, evaluation or the benchmarks, directly or through another cfm_core module.
+``cfm_core`` is the **engine** (its top-level modules) and four sub-packages on top of it:
 
-Every module of ``cfm_core`` must be listed below as engine or command, so a new module is classified on purpose.
+    engine     cfm_core/*.py           imports the engine only
+    train      cfm_core/train/         the engine and itself
+    evaluate   cfm_core/evaluate/      the engine, itself and cfm_core.train.degrade (inputs degraded as in training)
+    bench      cfm_core/bench/         the engine and itself
+    cli        cfm_core/cli/ (+ __main__.py, the ``python -m cfm_core`` entry)   every part of cfm_core
+
+Nothing in ``cfm_core`` imports ComfyUI (``comfy``, ``folder_paths``, ``latent_preview``…) or the pack's nodes, and
+``nodes/`` imports only the engine from ``cfm_core`` (never train, evaluate, bench or cli), not even through another
+cfm_core module. Module-level and function-level imports count alike, and so do ``importlib.import_module`` /
+``__import__`` calls with a literal name and the lazy exports of a package's ``__init__.py``. Every top-level module
+of ``cfm_core`` must be listed in ENGINE and every sub-package in MAY_IMPORT, so a new one is classified on purpose.
+
 The rules are checked on the source (``ast``), nothing is imported. ``CFM_LAYERS_ROOT=<a copy of the pack>``
-checks another tree (how the failure message was demonstrated without editing the repository).
+checks another tree (how the failure message is demonstrated without editing the repository).
 """
 from __future__ import annotations
 
@@ -21,34 +27,48 @@ import pytest
 
 ROOT = Path(os.environ.get("CFM_LAYERS_ROOT") or Path(__file__).resolve().parent.parent)
 
-# The engine: what the CLI and the nodes both run on. data/ema (training inputs and weight averaging) and
-# metrics/degrade (evaluation) are libraries too: they follow the engine's rules.
+# The engine: what the CLI and the nodes both run on, the top-level modules of cfm_core.
 ENGINE = frozenset({
-    "__init__", "augment", "autoencoders", "bundled", "checkpoint", "data", "degrade", "devices", "ema", "errors",
-    "images", "metrics", "model", "path", "pipeline", "solvers", "tiling", "unet", "upsample", "vae_families",
+    "__init__", "augment", "autoencoders", "bundled", "checkpoint", "devices", "errors", "images", "model", "path",
+    "pipeline", "solvers", "tiling", "unet", "upsample", "vae_families",
 })
-# The command layer: ``python -m cfm_core COMMAND`` (``__main__``) and the modules behind its commands.
-COMMANDS = frozenset({
-    "__main__", "bench", "bench_common", "bench_fig5", "bench_flops", "bench_memory", "bench_models",
-    "bench_precision", "bench_psu", "bench_report", "bench_sections", "bench_solvers", "bench_timing", "bench_train",
-    "cli_upscale", "convert", "evaluate", "export", "info", "train",
-})
-COMMAND_PREFIXES = ("cfm_core.train", "cfm_core.evaluate", "cfm_core.bench", "cfm_core.cli", "cfm_core.__main__",
-                    "cfm_core.convert", "cfm_core.export", "cfm_core.info")
+ENTRY = {"__main__": "cli"}  # top-level modules that belong to a sub-package's part
+# part → what it may import from cfm_core besides itself: parts, or dotted modules (with what is inside them)
+MAY_IMPORT: dict[str, tuple[str, ...]] = {
+    "engine": (),
+    "train": ("engine",),
+    "evaluate": ("engine", "cfm_core.train.degrade"),
+    "bench": ("engine",),
+    "cli": ("engine", "train", "evaluate", "bench"),
+}
+NODES_MAY_IMPORT = ("engine",)
 COMFYUI = ("comfy", "comfy_api", "comfy_extras", "folder_paths", "latent_preview", "server", "execution")
 PACK_NODES = ("nodes",)  # the pack's node package (and ComfyUI's own ``nodes`` module)
-NODES_MAY_NOT_REACH = ("cfm_core.train", "cfm_core.evaluate", "cfm_core.bench")
+SUBPACKAGES = frozenset(MAY_IMPORT) - {"engine"}
 
 
-def matches(module: str, prefixes: tuple[str, ...]) -> bool:
-    """``module`` is one of ``prefixes`` or inside it; a prefix ending in a letter also matches longer names
-    (``cfm_core.bench`` covers ``cfm_core.bench_solvers``, ``cfm_core.cli`` covers ``cfm_core.cli_upscale``)."""
-    for prefix in prefixes:
-        if module == prefix or module.startswith(prefix + "."):
-            return True
-        if prefix.startswith("cfm_core.") and module.startswith(prefix) and module[len(prefix)] == "_":
-            return True
-    return False
+def part_of(module: str) -> str | None:
+    """The part of a cfm_core module (or of a name inside one): ``cfm_core.bench.timing`` → bench,
+    ``cfm_core.pipeline`` / ``cfm_core.CFMError`` / ``cfm_core`` → engine; None outside cfm_core."""
+    parts = module.split(".")
+    if parts[0] != "cfm_core":
+        return None
+    if len(parts) == 1:
+        return "engine"
+    return parts[1] if parts[1] in SUBPACKAGES else ENTRY.get(parts[1], "engine")
+
+
+def within(module: str, prefixes: tuple[str, ...]) -> bool:
+    """``module`` is one of ``prefixes`` or inside it (``comfy`` covers ``comfy.sd``, not ``comfyish``)."""
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def allowed(name: str, part: str, may_import: tuple[str, ...]) -> bool:
+    """May a module of ``part`` import ``name``? Outside cfm_core always (ComfyUI and nodes are checked apart)."""
+    target = part_of(name)
+    if target is None or target == part:
+        return True
+    return target in may_import or within(name, tuple(m for m in may_import if "." in m))
 
 
 def _resolve(name: str | None, level: int, package: str) -> str:
@@ -90,14 +110,18 @@ def imports_of(source: str, module: str, is_package: bool = False) -> list[tuple
     return found
 
 
-def violations(source: str, module: str, forbidden: tuple[str, ...], path: str = "<source>",
+def violations(source: str, module: str, part: str, may_import: tuple[str, ...], path: str = "<source>",
                is_package: bool = False) -> list[str]:
-    """One ``path:line: module imports X (forbidden: ...)`` message per forbidden import in ``source``."""
+    """One ``path:line: module imports X (part may import: ...)`` message per import of ``source`` that leaves
+    what ``part`` may import, or reaches ComfyUI or the nodes from cfm_core."""
     out, reported = [], set()
+    in_cfm_core = part_of(module) is not None
     for line, name in imports_of(source, module, is_package):
-        if matches(name, forbidden) and (line, name.rpartition(".")[0]) not in reported:  # not a.b after a
-            reported.add((line, name))
-            out.append(f"{path}:{line}: {module} imports {name} (forbidden here: {', '.join(forbidden)})")
+        outside = in_cfm_core and within(name, PACK_NODES + COMFYUI)
+        if (outside or not allowed(name, part, may_import)) and (line, name.rpartition(".")[0]) not in reported:
+            reported.add((line, name))  # not a.b after a
+            rule = "nothing of ComfyUI or the nodes" if outside else ", ".join(may_import) or "itself only"
+            out.append(f"{path}:{line}: {module} imports {name} ({part} may import: {rule})")
     return out
 
 
@@ -118,31 +142,25 @@ def read(path: Path) -> str:
 # ------------------------------------------------------------------------------------------ the repository
 
 def test_every_cfm_core_module_is_classified():
-    names = {p.stem for p in (ROOT / "cfm_core").glob("*.py")}
-    packages = {p.name for p in (ROOT / "cfm_core").iterdir() if (p / "__init__.py").is_file()}
-    assert not ENGINE & COMMANDS
-    assert names | packages == ENGINE | COMMANDS, (
-        f"unclassified: {sorted((names | packages) - ENGINE - COMMANDS)}; gone: {sorted(ENGINE | COMMANDS - names)}"
-        " — add new modules to ENGINE or COMMANDS in tests/test_layers.py (and to docs/DEVELOPING.md)")
+    top = {p.stem for p in (ROOT / "cfm_core").glob("*.py")}
+    packages = {p.name for p in (ROOT / "cfm_core").iterdir() if p.is_dir() and any(p.glob("*.py"))}
+    assert top == ENGINE | set(ENTRY), (
+        f"unclassified: {sorted(top - ENGINE - set(ENTRY))}; gone: {sorted((ENGINE | set(ENTRY)) - top)} — put a new "
+        "module in its part's sub-package, or add an engine module to ENGINE in tests/test_layers.py (and to "
+        "docs/DEVELOPING.md)")
+    assert packages == SUBPACKAGES, f"sub-packages {sorted(packages)} ≠ the parts {sorted(SUBPACKAGES)}"
+    assert all((ROOT / "cfm_core" / p / "__init__.py").is_file() for p in packages)
 
 
-def test_engine_never_imports_commands_nodes_or_comfyui():
+@pytest.mark.parametrize("part", sorted(MAY_IMPORT))
+def test_each_part_imports_only_what_it_may(part):
     problems = []
     for path in python_files(ROOT / "cfm_core"):
         module, is_package = module_name(path, ROOT)
-        if path.relative_to(ROOT / "cfm_core").parts[0].removesuffix(".py") not in ENGINE:
-            continue
-        problems += violations(read(path), module, COMMAND_PREFIXES + PACK_NODES + COMFYUI,
-                               str(path.relative_to(ROOT)), is_package)
-    assert not problems, "the engine imports what it must not:\n" + "\n".join(problems)
-
-
-def test_nothing_in_cfm_core_imports_comfyui_or_nodes():
-    problems = []
-    for path in python_files(ROOT / "cfm_core"):
-        module, is_package = module_name(path, ROOT)
-        problems += violations(read(path), module, PACK_NODES + COMFYUI, str(path.relative_to(ROOT)), is_package)
-    assert not problems, "cfm_core imports ComfyUI or the nodes:\n" + "\n".join(problems)
+        if part_of(module) == part:
+            problems += violations(read(path), module, part, MAY_IMPORT[part], str(path.relative_to(ROOT)),
+                                   is_package)
+    assert not problems, f"the {part} imports what it must not:\n" + "\n".join(problems)
 
 
 def _cfm_core_graph() -> dict[str, set[str]]:
@@ -155,69 +173,112 @@ def _cfm_core_graph() -> dict[str, set[str]]:
     return graph
 
 
-def test_nodes_never_reach_training_evaluation_or_benchmarks():
+def test_nodes_import_only_the_engine():
     graph = _cfm_core_graph()
     problems = []
     for path in python_files(ROOT / "nodes"):
         module, is_package = module_name(path, ROOT)
         where = str(path.relative_to(ROOT))
-        problems += violations(read(path), module, NODES_MAY_NOT_REACH, where, is_package)
+        problems += violations(read(path), module, "nodes", NODES_MAY_IMPORT, where, is_package)
         for line, name in imports_of(read(path), module, is_package):  # and not through another cfm_core module
-            seen, todo = set(), [[name]] if name in graph and not matches(name, NODES_MAY_NOT_REACH) else []
+            seen, todo = set(), [[name]] if name in graph and allowed(name, "nodes", NODES_MAY_IMPORT) else []
             while todo:
                 chain = todo.pop(0)  # breadth first: the shortest chain is reported
                 if chain[-1] in seen:
                     continue
                 seen.add(chain[-1])
-                if matches(chain[-1], NODES_MAY_NOT_REACH):
+                if not allowed(chain[-1], "nodes", NODES_MAY_IMPORT):
                     problems.append(f"{where}:{line}: {module} imports {' → '.join(chain)} "
-                                    f"(forbidden here: {', '.join(NODES_MAY_NOT_REACH)})")
+                                    f"(nodes may import: {', '.join(NODES_MAY_IMPORT)})")
                     break
                 todo += [[*chain, nxt] for nxt in sorted(graph[chain[-1]])]
-    assert not problems, "the nodes reach training/evaluation/benchmarks:\n" + "\n".join(problems)
+    assert not problems, "the nodes reach beyond the engine:\n" + "\n".join(problems)
+
+
+def test_no_import_loop_between_modules():
+    """No module imports (directly or through others) one that imports it back, lazy imports included; the lazy
+    exports of ``cfm_core/__init__.py`` are not an import of the modules they name and are left out."""
+    graph = _cfm_core_graph()
+    graph["cfm_core"] = set()
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+
+    def visit(module: str, path: list[str]) -> list[str] | None:
+        state[module] = 1
+        for nxt in sorted(graph[module]):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt):], nxt] if nxt in path else [*path, nxt]
+            if nxt not in state and (loop := visit(nxt, [*path, nxt])):
+                return loop
+        state[module] = 2
+        return None
+
+    for module in sorted(graph):
+        if module not in state and (loop := visit(module, [module])):
+            pytest.fail("import loop: " + " → ".join(loop))
 
 
 # ------------------------------------------------------------------------------------------ the checker itself
 
-ENGINE_FORBIDDEN = COMMAND_PREFIXES + PACK_NODES + COMFYUI
-
-
-@pytest.mark.parametrize("source, imported, line", [
-    ("from .train import run\n", "cfm_core.train", 1),
-    ("import torch\n\ndef f():\n    from . import evaluate\n", "cfm_core.evaluate", 4),
-    ("from .bench_solvers import resolve_model\n", "cfm_core.bench_solvers", 1),
-    ("import cfm_core.cli_upscale\n", "cfm_core.cli_upscale", 1),
-    ("from cfm_core import train\n", "cfm_core.train", 1),
-    ("from .. import nodes\n", "nodes", 1),
-    ("def f():\n    import comfy.model_management as mm\n", "comfy.model_management", 2),
-    ("import folder_paths\n", "folder_paths", 1),
-    ("import importlib\nm = importlib.import_module('.bench', 'cfm_core')\n", "cfm_core.bench", 2),
-    ("from . import __main__\n", "cfm_core.__main__", 1),
+@pytest.mark.parametrize("module, part, source, imported, line", [
+    ("cfm_core.pipeline", "engine", "from .train.train import run\n", "cfm_core.train.train", 1),
+    ("cfm_core.pipeline", "engine", "import torch\n\ndef f():\n    from . import evaluate\n", "cfm_core.evaluate", 4),
+    ("cfm_core.pipeline", "engine", "from .bench.models import resolve_model\n", "cfm_core.bench.models", 1),
+    ("cfm_core.pipeline", "engine", "import cfm_core.cli.upscale\n", "cfm_core.cli.upscale", 1),
+    ("cfm_core.pipeline", "engine", "from cfm_core import train\n", "cfm_core.train", 1),
+    ("cfm_core.pipeline", "engine", "from .. import nodes\n", "nodes", 1),
+    ("cfm_core.pipeline", "engine", "def f():\n    import comfy.model_management as mm\n",
+     "comfy.model_management", 2),
+    ("cfm_core.pipeline", "engine", "import folder_paths\n", "folder_paths", 1),
+    ("cfm_core.pipeline", "engine", "import importlib\nm = importlib.import_module('.bench', 'cfm_core')\n",
+     "cfm_core.bench", 2),
+    ("cfm_core.pipeline", "engine", "from . import __main__\n", "cfm_core.__main__", 1),
+    ("cfm_core.bench.memory", "bench", "from ..train.data import PairSource\n", "cfm_core.train.data", 1),
+    ("cfm_core.bench.memory", "bench", "from ..evaluate.metrics import psnr\n", "cfm_core.evaluate.metrics", 1),
+    ("cfm_core.train.train", "train", "from ..evaluate import metrics\n", "cfm_core.evaluate", 1),
+    ("cfm_core.train.train", "train", "from ..cli.upscale import check_arguments\n", "cfm_core.cli.upscale", 1),
+    ("cfm_core.evaluate.evaluate", "evaluate", "from ..train.train import export_model\n", "cfm_core.train.train",
+     1),
+    ("cfm_core.evaluate.evaluate", "evaluate", "from ..bench.timing import ratio\n", "cfm_core.bench.timing", 1),
+    ("cfm_core.cli.upscale", "cli", "import comfy.sd\n", "comfy.sd", 1),
+    ("nodes.solve", "nodes", "from cfm_core.cli.upscale import auto_tile\n", "cfm_core.cli.upscale", 1),
+    ("nodes.solve", "nodes", "from cfm_core.train import degrade\n", "cfm_core.train", 1),
 ])
-def test_checker_finds_a_forbidden_import(source, imported, line):
-    found = violations(source, "cfm_core.pipeline", ENGINE_FORBIDDEN, "cfm_core/pipeline.py")
+def test_checker_finds_a_forbidden_import(module, part, source, imported, line):
+    where = module.replace(".", "/") + ".py"
+    found = violations(source, module, part, MAY_IMPORT.get(part, NODES_MAY_IMPORT), where)
     assert found, f"no violation found in {source!r}"
-    assert f"cfm_core/pipeline.py:{line}: cfm_core.pipeline imports {imported} (forbidden here: " in "\n".join(found)
+    assert f"{where}:{line}: {module} imports {imported} ({part} may import: " in "\n".join(found)
 
 
-@pytest.mark.parametrize("source", [
-    "from .errors import CFMError\n",
-    "from .pipeline import boost\nimport torch\n",
-    "from cfm_core.autoencoders import LatentSpec\n",
-    "import trainer_utils\nfrom .benchmarks_are_not_here import x\n",  # names that only start like a rule
-    "from .information import x\n",
+@pytest.mark.parametrize("module, part, source", [
+    ("cfm_core.pipeline", "engine", "from .errors import CFMError\n"),
+    ("cfm_core.pipeline", "engine", "from .pipeline import boost\nimport torch\n"),
+    ("cfm_core.pipeline", "engine", "from cfm_core.autoencoders import LatentSpec\n"),
+    ("cfm_core.pipeline", "engine", "import trainer_utils\nfrom .benchmarks_are_not_here import x\n"),
+    ("cfm_core.pipeline", "engine", "from .information import x\n"),
+    ("cfm_core.bench.common", "bench", "from . import timing as bench_timing\nfrom ..checkpoint import atomic_write\n"),
+    ("cfm_core.evaluate.evaluate", "evaluate", "from ..train.degrade import Degradation\nfrom .metrics import psnr\n"),
+    ("cfm_core.cli.main", "cli", "from ..train.train import run\nfrom ..bench.bench import run\n"),
+    ("nodes.solve", "nodes", "from cfm_core import CFMError\nfrom cfm_core.pipeline import boost\nimport comfy.sd\n"),
 ])
-def test_checker_accepts_allowed_imports(source):
-    assert violations(source, "cfm_core.pipeline", ENGINE_FORBIDDEN) == []
+def test_checker_accepts_allowed_imports(module, part, source):
+    assert violations(source, module, part, MAY_IMPORT.get(part, NODES_MAY_IMPORT)) == []
 
 
 def test_checker_finds_lazy_exports_of_a_package():
     source = "_EXPORTS = {\n    'pipeline': ('boost',),\n    'train': ('fit',),\n}\n"
-    assert violations(source, "cfm_core", ENGINE_FORBIDDEN, "cfm_core/__init__.py", is_package=True) == [
-        f"cfm_core/__init__.py:3: cfm_core imports cfm_core.train (forbidden here: {', '.join(ENGINE_FORBIDDEN)})"]
+    assert violations(source, "cfm_core", "engine", (), "cfm_core/__init__.py", is_package=True) == [
+        "cfm_core/__init__.py:3: cfm_core imports cfm_core.train (engine may import: itself only)"]
 
 
 def test_checker_resolves_node_imports():
-    source = "from cfm_core.pipeline import boost\nfrom cfm_core.bench_common import Section\nfrom .common import X\n"
-    found = violations(source, "nodes.solve", NODES_MAY_NOT_REACH, "nodes/solve.py")
-    assert [m.split(" (")[0] for m in found] == ["nodes/solve.py:2: nodes.solve imports cfm_core.bench_common"]
+    source = "from cfm_core.pipeline import boost\nfrom cfm_core.bench.common import Section\nfrom .common import X\n"
+    found = violations(source, "nodes.solve", "nodes", NODES_MAY_IMPORT, "nodes/solve.py")
+    assert [m.split(" (")[0] for m in found] == ["nodes/solve.py:2: nodes.solve imports cfm_core.bench.common"]
+
+
+def test_parts_of_modules():
+    assert [part_of(m) for m in ("cfm_core", "cfm_core.CFMError", "cfm_core.pipeline.boost", "cfm_core.bench",
+                                 "cfm_core.bench.timing", "cfm_core.train.degrade", "cfm_core.__main__", "torch",
+                                 "nodes.solve")] == [
+        "engine", "engine", "engine", "bench", "bench", "train", "cli", None, None]

@@ -9,7 +9,16 @@ import torch
 import torch.nn.functional as F
 
 from cfm_core.errors import CFMError
-from cfm_core.metrics import _blur5, laplacian_pyramid, psnr, pyramid_levels, pyramid_up, sliced_wasserstein, ssim, swd
+from cfm_core.evaluate.metrics import (
+    _blur5,
+    laplacian_pyramid,
+    psnr,
+    pyramid_levels,
+    pyramid_up,
+    sliced_wasserstein,
+    ssim,
+    swd,
+)
 
 
 def photo(size: int = 128) -> torch.Tensor:

@@ -498,7 +498,7 @@ def test_upscale_image_pixel_model_any_size(comfy):
 def test_upscale_image_node_and_cli_give_bit_identical_pixels(comfy, size):
     # one image, one model, one set of settings: the node and `cfm-boost upscale` run the same engine functions
     # (pad_to_multiple, upscale_image, the crop), so their outputs agree bit for bit, odd sizes included
-    from cfm_core.cli_upscale import Settings, upscale_rgb
+    from cfm_core.cli.upscale import Settings, upscale_rgb
 
     model = make_model(kind="space_to_depth")
     handle, _ = install(comfy, model, "pixel.safetensors")

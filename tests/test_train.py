@@ -15,7 +15,7 @@ from PIL import Image
 from cfm_core import __main__ as cli
 from cfm_core import load_model
 from cfm_core.errors import CFMError
-from cfm_core.train import learning_rate
+from cfm_core.train.train import learning_rate
 
 TINY = ["--preset", "tiny", "--model-channels", "32", "--channel-mult", "1,2", "--num-res-blocks", "1",
         "--attention-resolutions", "", "--crop", "32", "--warmup", "2", "--ema-start", "1", "--lr", "1e-3",
@@ -125,7 +125,7 @@ def test_folded_regression_start_ignores_the_noise_in_x_t():
     from helpers import tiny_model
 
     from cfm_core.model import CFMModel
-    from cfm_core.train import fold_context_input
+    from cfm_core.train.train import fold_context_input
 
     l2 = tiny_model(seed=4, objective="l2")
     folded = CFMModel(dataclasses.replace(l2.config, objective="cfm", prediction="residual")).eval()
@@ -213,7 +213,7 @@ def test_resumed_cosine_run_logs_the_annealed_rates(photo_dir, tmp_path):
 
 
 def test_disk_full_leaves_previous_checkpoint_intact(photo_dir, tmp_path, monkeypatch):
-    from cfm_core import train
+    from cfm_core.train import train
 
     out = tmp_path / "run"
     _train(photo_dir, out, "--space", "s2d2", "--max-steps", "1", "--batch-size", "1")
@@ -232,7 +232,7 @@ def test_disk_full_leaves_previous_checkpoint_intact(photo_dir, tmp_path, monkey
 
 
 def test_emulated_cpu_autocast_is_named_with_the_fix(monkeypatch):
-    from cfm_core import train
+    from cfm_core.train import train
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)

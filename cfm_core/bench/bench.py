@@ -22,12 +22,13 @@ import traceback
 
 import torch
 
-from .bench_common import BenchContext, Section
-from .bench_report import markdown_report, write_json, write_plots
-from .bench_sections import SECTIONS, run_section, select_sections
-from .bench_timing import load_average, machine_info
-from .devices import resolve_device
-from .errors import CFMError
+from ..devices import resolve_device
+from ..errors import CFMError
+from .common import BenchContext, Section
+from .plots import write_plots
+from .report import markdown_report, write_json
+from .sections import SECTIONS, run_section, select_sections
+from .timing import load_average, machine_info
 
 QUICK_TIMING = {"repeats": 3, "warmup": 1, "budget_s": 15.0}
 FULL_TIMING = {"repeats": 5, "warmup": 1, "budget_s": 120.0}
@@ -122,6 +123,6 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.out_json, header, sections)
         ctx.log(f"[bench] wrote {args.out_json}")
     if args.plots:
-        for path in write_plots(args.plots, sections):
+        for path in write_plots(args.plots, sections, {spec.key: spec.plot for spec in specs}):
             ctx.log(f"[bench] wrote {path}")
     return 1 if failures else 0

@@ -10,10 +10,11 @@ from typing import Any
 
 import torch
 
-from . import bench_timing
-from .bench_timing import Timing
+from . import timing as bench_timing
+from .timing import Timing
 
 RANDOM_WEIGHTS = "random weights — timing only"
+PACK_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the folder of cfm_core
 
 
 def log_stderr(message: str) -> None:
@@ -23,10 +24,9 @@ def log_stderr(message: str) -> None:
 def shown_path(path: str) -> str:
     """A model path as a report shows it: relative to the pack when inside it, else the file name only (reports
     are committed to docs/, and a folder of this machine means nothing on another)."""
-    pack = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     full = os.path.abspath(path)
-    if os.path.commonpath([pack, full]) == pack:
-        return os.path.relpath(full, pack).replace(os.sep, "/")
+    if os.path.commonpath([PACK_ROOT, full]) == PACK_ROOT:
+        return os.path.relpath(full, PACK_ROOT).replace(os.sep, "/")
     return os.path.basename(full)
 
 

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .autoencoders import DiffusersVAE
-from .bench_common import RANDOM_WEIGHTS, BenchContext, Goal, Section, Table, free_memory, timed
-from .bench_models import (
+from ..autoencoders import DiffusersVAE
+from ..upsample import pixel_space_upsample
+from .common import RANDOM_WEIGHTS, BenchContext, Goal, Section, Table, free_memory, timed
+from .models import (
     SD15_TEXT_TOKENS,
     build_cfm_unet,
     build_sd_unet,
@@ -26,8 +27,7 @@ from .bench_models import (
     count_parameters,
     sd_unet_call,
 )
-from .bench_timing import ratio
-from .upsample import pixel_space_upsample
+from .timing import ratio
 
 GOAL_SPEEDUP = 10.0
 
@@ -172,7 +172,7 @@ def _fmt_ratio(value: float | None) -> str:
 
 def plot_fig5(section: Section, path: str) -> None:
     """Grouped bars per steps value: SD at the target size, SD at the base size + CFM, the CFM stage alone."""
-    from .bench_report import new_figure, save_figure
+    from .plots import new_figure, save_figure
 
     totals = section.tables[1]
     target_key = next(c for c in totals.columns if c.startswith("SD@") and "+" not in c)

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .bench_common import BenchContext, Section, Table
-from .path import training_loss
-from .unet import VelocityUNet, count_parameters, preset
+from ..path import training_loss
+from ..unet import VelocityUNet, count_parameters, preset
+from .common import BenchContext, Section, Table
 
 # dense bf16 tensor-core peaks (TFLOP/s): NVIDIA A100 SXM datasheet 312, H100 SXM datasheet 989
 GPU_PEAK_TFLOPS = {"A100": 312.0, "H100": 989.0}
@@ -91,7 +91,7 @@ def count_vae_encode(pixels: int, channels: int = 4) -> int:
     from diffusers import AutoencoderKL
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .bench_models import SD15_VAE_CONFIG
+    from .models import SD15_VAE_CONFIG
 
     extra = {"latent_channels": 16, "use_quant_conv": False, "use_post_quant_conv": False} if channels == 16 else {}
     with torch.device("meta"):
@@ -171,7 +171,7 @@ def run_flops(ctx: BenchContext, cfg: FlopsConfig | None = None) -> Section:
 
 
 def plot_flops(section: Section, path: str) -> None:
-    from .bench_report import bar_chart
+    from .plots import bar_chart
 
     bar_chart(section, path, "step GFLOP", lambda r: f"{r['preset']}\n{r['latent']}",
               "GFLOP per sample (forward + backward)")

@@ -1,7 +1,7 @@
 """Section 4 — peak memory and time of whole upscales, untiled vs tiled, each in a fresh child process.
 
 On CPU tracemalloc does not see torch's allocations, so each configuration runs in its own Python process
-(``python -m cfm_core.bench_memory SPEC``). After loading the model and a small warm-up the child resets its
+(``python -m cfm_core.bench.memory SPEC``). After loading the model and a small warm-up the child resets its
 peak-RSS counter (``/proc/self/clear_refs`` ← 5), runs the upscale and reads the new peak (``VmHWM``); peak minus
 the RSS at the reset is the working memory of the upscale.
 
@@ -21,9 +21,9 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-from .bench_common import RANDOM_WEIGHTS, BenchContext, Goal, Section, Table, shown_path
-from .bench_timing import ratio
-from .errors import CFMError
+from ..errors import CFMError
+from .common import PACK_ROOT, RANDOM_WEIGHTS, BenchContext, Goal, Section, Table, shown_path
+from .timing import ratio
 
 GOAL_MEMORY_RATIO = 1.5
 RESULT_PREFIX = "BENCH_MEMORY_RESULT "
@@ -86,11 +86,11 @@ def peak_rss_mb() -> float:
 def _build_model(spec: ChildSpec):
     import torch
 
-    from .autoencoders import SpaceToDepth
-    from .bench_models import randomise_zero_layers
-    from .checkpoint import load_model
-    from .model import CFMConfig, CFMModel
-    from .unet import preset
+    from ..autoencoders import SpaceToDepth
+    from ..checkpoint import load_model
+    from ..model import CFMConfig, CFMModel
+    from ..unet import preset
+    from .models import randomise_zero_layers
 
     if spec.model_path:
         return load_model(spec.model_path, device=spec.device)
@@ -106,7 +106,7 @@ def child_main(spec: ChildSpec) -> dict:
     """Runs in the child: load, warm up small, then one measured upscale of an ``output``² result."""
     import torch
 
-    from .pipeline import upscale_image
+    from ..pipeline import upscale_image
 
     torch.set_num_threads(spec.threads)
     device = torch.device(spec.device)
@@ -142,11 +142,10 @@ def child_main(spec: ChildSpec) -> dict:
 
 def run_child(spec: ChildSpec, timeout_s: float) -> dict:
     """Start a fresh interpreter for one configuration and read back its report."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, "-m", "cfm_core.bench_memory", json.dumps(asdict(spec))],
-                          capture_output=True, text=True, timeout=timeout_s, env=env, cwd=root)
+    env["PYTHONPATH"] = PACK_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, "-m", "cfm_core.bench.memory", json.dumps(asdict(spec))],
+                          capture_output=True, text=True, timeout=timeout_s, env=env, cwd=PACK_ROOT)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -159,7 +158,7 @@ def run_memory(ctx: BenchContext, cfg: MemoryConfig | None = None, model_path: s
                runner=run_child) -> Section:
     import torch
 
-    from .bench_solvers import resolve_model
+    from .models import resolve_model
 
     cfg = cfg or MemoryConfig()
     section = Section("memory", "Peak memory and time per upscale: untiled vs tiled (fresh process each)")
@@ -214,7 +213,7 @@ def memory_goal(cfg: MemoryConfig, results: dict[tuple[int, bool], dict], gpu: b
 
 
 def plot_memory(section: Section, path: str) -> None:
-    from .bench_report import new_figure, save_figure
+    from .plots import new_figure, save_figure
 
     table = section.tables[0]
     fig, ax = new_figure()

@@ -1,13 +1,17 @@
-"""Random-weight stand-ins with real architectures, for timing: the SD1.5 VAE and UNet, and our velocity UNet.
+"""The models the sections measure: random-weight stand-ins with real architectures, for timing (the SD1.5 VAE and
+UNet, and our velocity UNet), and the trained model of the solver and memory sections (:func:`resolve_model`).
 
-Nothing here loads weights: the shapes (and so the cost) are those of the real models, the outputs are noise.
+The stand-ins load no weights: the shapes (and so the cost) are those of the real models, the outputs are noise.
 """
 from __future__ import annotations
+
+import os
 
 import torch
 from torch import nn
 
-from .unet import UNetConfig, VelocityUNet, preset
+from ..unet import UNetConfig, VelocityUNet, preset
+from .common import BenchContext
 
 # diffusers AutoencoderKL, SD1.5 kl-f8 (vae/config.json of runwayml/stable-diffusion-v1-5)
 SD15_VAE_CONFIG = dict(
@@ -102,3 +106,13 @@ def cfm_unet_call(net: VelocityUNet, latent_side: int, batch: int, device: torch
             return net(x, t, z)
 
     return run
+
+
+def resolve_model(ctx: BenchContext) -> str | None:
+    """``--model`` or the bundled model; None when neither exists."""
+    if ctx.model_path:
+        return ctx.model_path
+    from ..bundled import bundled_model_path
+
+    path = bundled_model_path()
+    return path if os.path.isfile(path) else None

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .bench_common import RANDOM_WEIGHTS, BenchContext, Goal, Section, Table, free_memory, timed_group
-from .bench_models import build_cfm_unet, cfm_unet_call, count_parameters
-from .bench_timing import bf16_hardware_note, cpu_flags, ratio
+from .common import RANDOM_WEIGHTS, BenchContext, Goal, Section, Table, free_memory, timed_group
+from .models import build_cfm_unet, cfm_unet_call, count_parameters
+from .timing import bf16_hardware_note, cpu_flags, ratio
 
 GOAL_BF16_SPEEDUP = 1.7
 
@@ -205,7 +205,7 @@ def bf16_goal(device: torch.device, best: str | None, speedups: dict[str, list[f
 
 def plot_precision(section: Section, path: str) -> None:
     """Speed-up over fp32 per variant, one group of bars per (preset, latent)."""
-    from .bench_report import new_figure, save_figure
+    from .plots import new_figure, save_figure
 
     rows = [r for r in section.tables[0].rows if isinstance(r.get("speed-up vs fp32"), float)]
     cases = list(dict.fromkeys((r["preset"], r["latent"]) for r in rows))

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .autoencoders import DiffusersVAE
-from .bench_common import RANDOM_WEIGHTS, BenchContext, Section, Table, timed, timed_group
-from .bench_models import build_sd_vae, count_parameters
-from .bench_timing import ratio
-from .upsample import latent_upsample, resize_pixels
+from ..autoencoders import DiffusersVAE
+from ..upsample import latent_upsample, resize_pixels
+from .common import RANDOM_WEIGHTS, BenchContext, Section, Table, timed, timed_group
+from .models import build_sd_vae, count_parameters
+from .timing import ratio
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def _times(value: float | None) -> str:
 
 
 def plot_psu(section: Section, path: str) -> None:
-    from .bench_report import new_figure, save_figure
+    from .plots import new_figure, save_figure
 
     rows = [r for r in section.tables[0].rows if r["step"].split(" ")[0] in ("decode", "bilinear", "encode")]
     fig, ax = new_figure()

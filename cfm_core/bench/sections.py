@@ -1,18 +1,19 @@
-"""The benchmark sections in report order, with their quick and full settings and their plotters."""
+"""The benchmark sections in report order, each with its quick and full settings and its own plotter."""
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .bench_common import BenchContext, Section
-from .bench_fig5 import Fig5Config, plot_fig5, run_fig5
-from .bench_flops import FlopsConfig, plot_flops, run_flops
-from .bench_memory import MemoryConfig, plot_memory, run_memory
-from .bench_precision import CORE_VARIANTS, PrecisionCase, PrecisionConfig, plot_precision, run_precision
-from .bench_psu import PSUConfig, plot_psu, run_psu
-from .bench_solvers import SolverConfig, plot_solvers, run_solvers
-from .bench_train import TrainConfig, plot_train, run_train
-from .errors import CFMError
+from ..errors import CFMError
+from .common import BenchContext, Section
+from .fig5 import Fig5Config, plot_fig5, run_fig5
+from .flops import FlopsConfig, plot_flops, run_flops
+from .memory import MemoryConfig, plot_memory, run_memory
+from .plots import Plotter
+from .precision import CORE_VARIANTS, PrecisionCase, PrecisionConfig, plot_precision, run_precision
+from .psu import PSUConfig, plot_psu, run_psu
+from .solvers import SolverConfig, plot_solvers, run_solvers
+from .train import TrainConfig, plot_train, run_train
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class SectionSpec:
     run: Callable[..., Section]
     quick: object
     full: object
+    plot: Plotter | None = None  # draws the section's PNG for ``--plots``
 
 
 # quick: every variant for the 113M model at 64², the core ones (fp32 and both bf16 methods) elsewhere
@@ -32,26 +34,21 @@ QUICK_PRECISION = PrecisionConfig(cases=(
 
 SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("fig5", "Fig. 5: SD1.5-size UNet at 1024² vs 512² + CFM 2×", run_fig5,
-                Fig5Config(heavy_once=True), Fig5Config()),
+                Fig5Config(heavy_once=True), Fig5Config(), plot_fig5),
     SectionSpec("precision", "per-NFE cost: fp32/bf16/fp16, channels_last, attention kernels", run_precision,
-                QUICK_PRECISION, PrecisionConfig()),
+                QUICK_PRECISION, PrecisionConfig(), plot_precision),
     SectionSpec("solvers", "solver table: PSNR vs 200-NFE reference and ground truth", run_solvers,
-                SolverConfig(), SolverConfig()),
+                SolverConfig(), SolverConfig(), plot_solvers),
     SectionSpec("memory", "peak memory untiled vs tiled, 1024² and 2048² outputs", run_memory,
-                MemoryConfig(steps=1), MemoryConfig()),
+                MemoryConfig(steps=1), MemoryConfig(), plot_memory),
     SectionSpec("psu", "PSU cost split, plain vs tiled VAE, latent-bilinear", run_psu,
-                PSUConfig(base_latent=32), PSUConfig()),
+                PSUConfig(base_latent=32), PSUConfig(), plot_psu),
     SectionSpec("train", "training throughput (loss + backward + Adam)", run_train,
-                TrainConfig(), TrainConfig()),
+                TrainConfig(), TrainConfig(), plot_train),
     SectionSpec("flops", "training-step FLOPs and activations (counted), GPU hours (projected)", run_flops,
-                FlopsConfig(), FlopsConfig()),
+                FlopsConfig(), FlopsConfig(), plot_flops),
 )
 BY_KEY = {s.key: s for s in SECTIONS}
-
-PLOTTERS: dict[str, Callable[[Section, str], None]] = {
-    "fig5": plot_fig5, "precision": plot_precision, "solvers": plot_solvers, "memory": plot_memory, "psu": plot_psu,
-    "train": plot_train, "flops": plot_flops,
-}
 
 
 def select_sections(text: str | None) -> list[SectionSpec]:

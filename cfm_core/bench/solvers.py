@@ -7,17 +7,17 @@ against a converged reference (rk4, 50 steps = 200 NFE) and against the ground-t
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import torch
 
-from .bench_common import BenchContext, Goal, Section, Table, free_memory, shown_path, timed
-from .checkpoint import load_model
-from .model import CFMModel
-from .pipeline import upscale_image
-from .solvers import SOLVERS, expected_nfe
-from .upsample import make_low_res
+from ..checkpoint import load_model
+from ..model import CFMModel
+from ..pipeline import upscale_image
+from ..solvers import SOLVERS, expected_nfe
+from ..upsample import make_low_res
+from .common import BenchContext, Goal, Section, Table, free_memory, shown_path, timed
+from .models import resolve_model
 
 GOAL_DB = 0.3
 GOAL_NFE = (4, 10)
@@ -60,16 +60,6 @@ def solver_grid(cfg: SolverConfig) -> list[tuple[str, int]]:
             continue
         grid += [(solver, n // per_step) for n in cfg.nfe if n % per_step == 0]
     return grid
-
-
-def resolve_model(ctx: BenchContext) -> str | None:
-    """``--model`` or the bundled model; None when neither exists."""
-    if ctx.model_path:
-        return ctx.model_path
-    from .bundled import bundled_model_path
-
-    path = bundled_model_path()
-    return path if os.path.isfile(path) else None
 
 
 def run_solvers(ctx: BenchContext, cfg: SolverConfig | None = None, model: CFMModel | None = None) -> Section:
@@ -143,7 +133,7 @@ def solver_goal(table: Table) -> Goal:
 
 
 def plot_solvers(section: Section, path: str) -> None:
-    from .bench_report import new_figure, save_figure
+    from .plots import new_figure, save_figure
 
     table = section.tables[0]
     fig, ax = new_figure()

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .errors import CFMError
+from ..errors import CFMError
 
 clock: Callable[[], float] = time.perf_counter  # tests replace this with a fake clock
 

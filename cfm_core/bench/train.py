@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .bench_common import RANDOM_WEIGHTS, BenchContext, Section, Table, free_memory, timed_group
-from .bench_flops import count_training_step
-from .bench_models import build_cfm_unet, count_parameters
-from .path import training_loss
+from ..path import training_loss
+from .common import RANDOM_WEIGHTS, BenchContext, Section, Table, free_memory, timed_group
+from .flops import count_training_step
+from .models import build_cfm_unet, count_parameters
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,6 @@ def run_train(ctx: BenchContext, cfg: TrainConfig | None = None) -> Section:
 
 
 def plot_train(section: Section, path: str) -> None:
-    from .bench_report import bar_chart
+    from .plots import bar_chart
 
     bar_chart(section, path, "samples / s", lambda r: f"{r['preset']}\n{r['precision']}", "samples / s")

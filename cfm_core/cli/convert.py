@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from .checkpoint import convert_official
-from .unet import count_parameters
+from ..checkpoint import convert_official
+from ..unet import count_parameters
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

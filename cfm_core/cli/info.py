@@ -6,8 +6,8 @@ import json
 
 import torch
 
-from .checkpoint import read_config
-from .unet import VelocityUNet, count_parameters
+from ..checkpoint import read_config
+from ..unet import VelocityUNet, count_parameters
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -12,16 +12,16 @@ import os
 import sys
 import traceback
 
-from .errors import CFMError, first_line
+from ..errors import CFMError, first_line
 
 COMMANDS = {
-    "upscale": ("cfm_core.cli_upscale", "upscale images 2× or 4× with a CFM model (default: the bundled one)"),
-    "train": ("cfm_core.train", "train a CFM (or baseline) model on a folder of images"),
-    "evaluate": ("cfm_core.evaluate", "PSNR/SSIM/SWD of models vs bicubic on held-out images"),
-    "bench": ("cfm_core.bench", "speed and memory benchmarks, ratios measured side by side"),
-    "export": ("cfm_core.export", "write the EMA model of a training run at its last saved step"),
-    "convert-official": ("cfm_core.convert", "convert an official fm-boosting .ckpt to safetensors, safely"),
-    "info": ("cfm_core.info", "print a checkpoint's self-description"),
+    "upscale": ("cfm_core.cli.upscale", "upscale images 2× or 4× with a CFM model (default: the bundled one)"),
+    "train": ("cfm_core.train.train", "train a CFM (or baseline) model on a folder of images"),
+    "evaluate": ("cfm_core.evaluate.evaluate", "PSNR/SSIM/SWD of models vs bicubic on held-out images"),
+    "bench": ("cfm_core.bench.bench", "speed and memory benchmarks, ratios measured side by side"),
+    "export": ("cfm_core.train.export", "write the EMA model of a training run at its last saved step"),
+    "convert-official": ("cfm_core.cli.convert", "convert an official fm-boosting .ckpt to safetensors, safely"),
+    "info": ("cfm_core.cli.info", "print a checkpoint's self-description"),
 }
 DEBUG_ENV = "CFM_DEBUG"
 
@@ -136,6 +136,3 @@ def _silence_stdout() -> None:
     except (OSError, ValueError):
         pass
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .devices import DTYPES, resolve_device, resolve_dtype
-from .errors import CFMError
+from ..devices import DTYPES, resolve_device, resolve_dtype
+from ..errors import CFMError
 
 FORMATS = ("png", "jpg", "webp")
 MAX_THREADS = 1024  # torch would try to start them all
@@ -117,9 +117,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .bundled import require_bundled_model
-    from .checkpoint import read_config
-    from .images import list_images
+    from ..bundled import require_bundled_model
+    from ..checkpoint import check_writable, read_config
+    from ..images import list_images
 
     check_arguments(args)
     if args.threads:
@@ -156,8 +156,8 @@ def run(args: argparse.Namespace) -> int:
 
 def check_arguments(args: argparse.Namespace) -> None:
     """One-line errors for bad flag values, before anything is loaded."""
-    from .augment import alpha_bar
-    from .solvers import check_solver, check_steps
+    from ..augment import alpha_bar
+    from ..solvers import check_solver, check_steps
 
     if args.solver is not None:
         check_solver(args.solver)
@@ -178,7 +178,7 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def _image_extension(path: str) -> str | None:
-    from .images import IMAGE_EXTENSIONS
+    from ..images import IMAGE_EXTENSIONS
 
     ext = os.path.splitext(path)[1].lower()
     return ext if ext in IMAGE_EXTENSIONS else None
@@ -251,28 +251,14 @@ def check_existing(jobs: list[Job], overwrite: bool, skip_existing: bool, quiet:
     return jobs
 
 
-def check_writable(folder: str) -> None:
-    """Fail before any work if ``folder`` cannot be created or written (its nearest existing ancestor decides)."""
-    probe = folder
-    while not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    if not os.path.isdir(probe):
-        raise CFMError(f"output folder {folder!r} cannot be created: {probe!r} is a file; choose another -o")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise CFMError(f"output folder {folder!r} is not writable ({probe!r} denies it); choose another -o")
-
-
 # ------------------------------------------------------------------------------------------- device, model
 
 def load(model_path: str, vae_path: str | None, device: torch.device, dtype: torch.dtype, *,
          vae_bf16: bool | None = None):
     """The model on ``device`` in ``dtype`` and its latent space. A VAE stays fp32 unless ``vae_bf16`` (default:
     the model runs in bf16): fp16 VAEs can overflow to NaN."""
-    from .autoencoders import space_from_spec
-    from .checkpoint import load_model
+    from ..autoencoders import space_from_spec
+    from ..checkpoint import load_model
 
     model = load_model(model_path, device=device, dtype=dtype)
     spec = model.config.latent
@@ -302,7 +288,7 @@ def auto_tile(latent_side: int, overlap: int, stride: int, limit: int = AUTO_TIL
 def upscale_rgb(model, space, rgb: torch.Tensor, settings: Settings,
                 callback: Callable | None = None) -> tuple[torch.Tensor, int]:
     """(3, H, W) → (3, s·H, s·W) through ``settings.stages`` stages of the model; returns the image and NFE."""
-    from .pipeline import pad_to_multiple, upscale_image
+    from ..pipeline import pad_to_multiple, upscale_image
 
     factor, multiple = model.config.factor, model.config.latent.downscale
     x, nfe = rgb[None].to(model.device), 0
@@ -327,7 +313,7 @@ def upscale_alpha(alpha: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def upscale_file(model, space, job: Job, settings: Settings, scale: int, fmt: str,
                  callback: Callable | None = None) -> Upscaled:
-    from .images import image_size, load_image
+    from ..images import image_size, load_image
 
     w, h = image_size(job.source)  # from the header: a too-big image is refused before it is decoded
     if max(h, w) * scale > MAX_OUTPUT_SIDE:
@@ -353,7 +339,7 @@ def comparison(low_rgb: torch.Tensor, result: torch.Tensor, gap: int = 8) -> tor
     import numpy as np
     from PIL import Image, ImageDraw, ImageFont
 
-    from .images import to_uint8
+    from ..images import to_uint8
 
     h, w = result.shape[-2:]
     bicubic = F.interpolate(low_rgb[None], size=(h, w), mode="bicubic", align_corners=False)[0].clamp(0, 1)
@@ -373,7 +359,7 @@ def comparison(low_rgb: torch.Tensor, result: torch.Tensor, gap: int = 8) -> tor
 
 def save(path: str, rgb: torch.Tensor, alpha: torch.Tensor | None = None, *, overwrite: bool = True) -> None:
     """:func:`cfm_core.images.save_image` (atomic) with OS errors turned into a one-line CFMError."""
-    from .images import save_image
+    from ..images import save_image
 
     try:
         save_image(path, rgb, alpha, overwrite=overwrite)
@@ -385,7 +371,7 @@ def save(path: str, rgb: torch.Tensor, alpha: torch.Tensor | None = None, *, ove
 
 def _out_of_memory(exc: RuntimeError, source: str) -> CFMError | None:
     """torch's out-of-memory errors (CUDA, MPS, CPU allocator) as a one-line CFMError; None for other errors."""
-    from .devices import is_out_of_memory
+    from ..devices import is_out_of_memory
 
     if not is_out_of_memory(exc):
         return None
@@ -396,7 +382,7 @@ def _out_of_memory(exc: RuntimeError, source: str) -> CFMError | None:
 
 def steps_per_image(model, settings: Settings) -> int | None:
     """Steps the progress bar counts for one image (None for adaptive solvers, whose count is unknown)."""
-    from .solvers import SOLVERS
+    from ..solvers import SOLVERS
 
     solver, steps = model.config.solve_plan(settings.solver, settings.steps or None)
     if SOLVERS[solver][1] == 0:

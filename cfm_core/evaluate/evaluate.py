@@ -36,13 +36,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .augment import _mix64
-from .degrade import Degradation
-from .errors import CFMError
+from ..augment import mix64
+from ..errors import CFMError
+from ..model import CFMModel
+from ..solvers import SOLVERS
+from ..train.degrade import Degradation
+from ..upsample import DOWNSAMPLE_KERNELS, make_low_res, parse_kernels
 from .metrics import SWD_SCALE, image_descriptors, psnr, pyramid_levels, ssim, swd_from_descriptors
-from .model import CFMModel
-from .solvers import SOLVERS
-from .upsample import DOWNSAMPLE_KERNELS, make_low_res, parse_kernels
 
 DEFAULT_KERNELS = ("box",)  # the paper's (official code's) low-res inputs
 MEAN = "mean"  # the kernel of the rows averaged over the kernels
@@ -217,14 +217,14 @@ def evaluate_models(images: Sequence[torch.Tensor], models: Sequence[ModelEntry]
             f"{row.seconds_per_image:.3f} s/image")
         return row
 
-    from .pipeline import upscale_image
+    from ..pipeline import upscale_image
 
     per_kernel: list[Row] = []
     warmed = set()
     for kernel in kernels:
         lrs = [downsample(hr, factor, kernel) for hr in hrs]
         if degradation is not None and not degradation.is_identity:
-            lrs = [degradation.apply(lr, torch.Generator().manual_seed(_mix64(seed, i))) for i, lr in enumerate(lrs)]
+            lrs = [degradation.apply(lr, torch.Generator().manual_seed(mix64(seed, i))) for i, lr in enumerate(lrs)]
         per_kernel += [score(mode, "baseline", Setting(), lambda i, lr, mode=mode: (baseline_upscale(lr, factor, mode),
                                                                                     0), lrs, kernel)
                        for mode in baselines]
@@ -267,7 +267,7 @@ def mean_rows(rows: Sequence[Row]) -> list[Row]:
 
 def _floor_row(hrs: list[torch.Tensor], reference: list, swd_args: dict, seed: int, log) -> Row:
     """SWD of the high-res images against themselves sampled at other positions: what sampling noise alone gives."""
-    other = [image_descriptors(hr, i, **(swd_args | {"seed": _mix64(seed, 0x5F1)})) for i, hr in enumerate(hrs)]
+    other = [image_descriptors(hr, i, **(swd_args | {"seed": mix64(seed, 0x5F1)})) for i, hr in enumerate(hrs)]
     result = swd_from_descriptors(reference, other, seed=seed)
     log(f"SWD sampling floor ({FLOOR}): {result.average:.2f}")
     return Row(FLOOR, "floor", None, None, 0.0, math.nan, math.nan, result.average, result.levels, 0.0, len(hrs))
@@ -304,7 +304,7 @@ def _json_safe(value):
 
 def write_json(path: str, rows: Sequence[Row], settings: dict) -> None:
     """``{"settings": ..., "rows": [...]}``, written atomically."""
-    from .checkpoint import atomic_write
+    from ..checkpoint import atomic_write
 
     payload = _json_safe({"format": "cfm-boost-evaluation", "version": 1, "settings": settings,
                           "rows": [asdict(r) | {"label": r.label} for r in rows]})
@@ -326,7 +326,7 @@ def plot_rows(rows: Sequence[Row], folder: str) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .checkpoint import atomic_write
+    from ..checkpoint import atomic_write
 
     if any(r.kernel == MEAN for r in rows):
         rows = [r for r in rows if r.kernel in (MEAN, "")]
@@ -409,7 +409,7 @@ def load_eval_images(inputs: Sequence[str], crop: int | None, multiple: int, max
                      warn: Callable[[str], None] = print) -> tuple[list[torch.Tensor], list[str], dict]:
     """Read the images, skipping (with a warning) unreadable ones and ones too small; returns images, their paths
     and the skip counts. Raises if nothing usable is left."""
-    from .images import list_images, load_image
+    from ..images import list_images, load_image
 
     paths = list_images(list(inputs))
     if not paths:
@@ -441,7 +441,7 @@ def load_eval_images(inputs: Sequence[str], crop: int | None, multiple: int, max
 
 
 def run(args: argparse.Namespace) -> int:
-    from .checkpoint import load_model
+    from ..checkpoint import load_model
 
     if args.steps is not None and any(s < 1 for s in args.steps):
         raise CFMError(f"--steps {args.steps} must all be positive integers")
@@ -462,7 +462,7 @@ def run(args: argparse.Namespace) -> int:
     factor = args.factor or (models[0][1].config.factor if models else 2)
     space = None
     if args.vae:
-        from .autoencoders import DiffusersVAE, space_from_spec
+        from ..autoencoders import DiffusersVAE, space_from_spec
 
         latent = next((m.config.latent for _, m in models if m.config.latent.kind == "vae"), None)
         # a latent model's own space (family, scale, fingerprint checked); without one the scale cancels out
@@ -501,9 +501,8 @@ PLOT_FILES = ("metrics_vs_nfe.png", "metrics_vs_time.png")
 
 def check_outputs(args: argparse.Namespace) -> None:
     """Flags and output paths checked before the work (an evaluation can take hours), not when writing."""
-    from .checkpoint import check_destination
-    from .cli_upscale import check_writable
-    from .devices import resolve_device
+    from ..checkpoint import check_destination, check_writable
+    from ..devices import resolve_device
 
     if args.max_images is not None and args.max_images < 1:
         raise CFMError(f"--max-images {args.max_images} must be ≥ 1 (omit it to use every image)")
@@ -512,13 +511,13 @@ def check_outputs(args: argparse.Namespace) -> None:
     resolve_device(args.device)
     if args.out_json:
         check_destination(args.out_json, overwrite=args.overwrite, inputs=tuple(args.model), what="--out-json")
-        check_writable(os.path.dirname(os.path.abspath(args.out_json)))
+        check_writable(os.path.dirname(os.path.abspath(args.out_json)), "--out-json")
     if args.plots:
         if os.path.exists(args.plots) and not os.path.isdir(args.plots):
             raise CFMError(f"--plots {args.plots!r} is a file; pass a folder for the plots")
         for name in PLOT_FILES:
             check_destination(os.path.join(args.plots, name), overwrite=args.overwrite, what="plot")
-        check_writable(os.path.abspath(args.plots))
+        check_writable(os.path.abspath(args.plots), "--plots")
 
 
 def _labels(paths: Sequence[str]) -> list[str]:

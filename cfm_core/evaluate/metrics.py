@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .augment import _mix64
-from .errors import CFMError
+from ..augment import mix64
+from ..errors import CFMError
 
 SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
 SWD_SCALE = 1e3
@@ -164,7 +164,7 @@ def image_descriptors(image: torch.Tensor, index: int, levels: int, *, seed: int
         if min(h, w) < patch_size:
             raise CFMError(f"swd: pyramid level {level} is {w}×{h}, smaller than the {patch_size}-px patch; "
                            "use fewer levels")
-        gen = torch.Generator().manual_seed(_mix64(seed, index, level, h, w))
+        gen = torch.Generator().manual_seed(mix64(seed, index, level, h, w))
         ys = torch.randint(0, h - patch_size + 1, (patches_per_image,), generator=gen).to(band.device)
         xs = torch.randint(0, w - patch_size + 1, (patches_per_image,), generator=gen).to(band.device)
         offsets = torch.arange(patch_size, device=band.device)
@@ -188,7 +188,7 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, *, projections: int = 1
     if a.shape != b.shape:
         raise CFMError(f"swd: descriptor sets differ in shape {tuple(a.shape)} vs {tuple(b.shape)}; "
                        "compare the same number of images")
-    gen = torch.Generator().manual_seed(_mix64(seed, a.shape[1]))
+    gen = torch.Generator().manual_seed(mix64(seed, a.shape[1]))
     distances = []
     for _ in range(repeats):
         dirs = torch.randn(a.shape[1], projections, generator=gen, dtype=torch.float64)
@@ -211,7 +211,7 @@ def swd_from_descriptors(real: list[list[torch.Tensor]], fake: list[list[torch.T
         a = _normalised(torch.cat([d[level] for d in real]))
         b = _normalised(torch.cat([d[level] for d in fake]))
         per_level.append(SWD_SCALE * sliced_wasserstein(a, b, projections=projections, repeats=repeats,
-                                                        seed=_mix64(seed, level)))
+                                                        seed=mix64(seed, level)))
     return SWDResult(levels=per_level, average=sum(per_level) / levels, resolutions=list(resolutions or []),
                      patches=sum(d[0].shape[0] for d in real))
 

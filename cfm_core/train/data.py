@@ -20,12 +20,12 @@ from functools import lru_cache
 
 import torch
 
-from .augment import _mix64
-from .autoencoders import LatentSpace
-from .checkpoint import atomic_write
-from .errors import CFMError
-from .images import MAX_PIXELS, list_images, load_image
-from .upsample import make_low_res, resize_pixels
+from ..augment import mix64
+from ..autoencoders import LatentSpace
+from ..checkpoint import atomic_write
+from ..errors import CFMError
+from ..images import MAX_PIXELS, list_images, load_image
+from ..upsample import make_low_res, resize_pixels
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class PairSource:
         self.paths, self.spec, self.seed, self.degradation = paths, spec, seed, degradation
 
     def pixels(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        gen = torch.Generator().manual_seed(_mix64(self.seed, index, 0xDA7A))
+        gen = torch.Generator().manual_seed(mix64(self.seed, index, 0xDA7A))
         image = _load_rgb(self.paths[int(torch.randint(len(self.paths), (1,), generator=gen))])
         c = self.spec.crop
         top = int(torch.randint(image.shape[1] - c + 1, (1,), generator=gen))
@@ -199,7 +199,7 @@ class LatentCache:
 
     def _epoch_order(self, epoch: int) -> torch.Tensor:
         if self._perm is None or self._perm[0] != epoch:
-            gen = torch.Generator().manual_seed(_mix64(self.seed, epoch))
+            gen = torch.Generator().manual_seed(mix64(self.seed, epoch))
             self._perm = (epoch, torch.randperm(self.size, generator=gen))
         return self._perm[1]
 

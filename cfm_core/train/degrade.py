@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .errors import CFMError
+from ..errors import CFMError
 
 RESIZE_KERNELS = ("bilinear", "bicubic", "area", "nearest")
 DEFAULT_RESCALE = (0.5, 1.0)
@@ -173,7 +173,7 @@ def jpeg_roundtrip(image: torch.Tensor, quality: int) -> torch.Tensor:
     import numpy as np
     from PIL import Image
 
-    from .images import to_uint8
+    from ..images import to_uint8
 
     buffer = io.BytesIO()
     Image.fromarray(to_uint8(image), "RGB").save(buffer, format="JPEG", quality=int(quality))

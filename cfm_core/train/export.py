@@ -6,8 +6,8 @@ import argparse
 import json
 import os
 
-from .checkpoint import check_destination
-from .errors import CFMError
+from ..checkpoint import check_destination
+from ..errors import CFMError
 from .train import LOG_FILE, STATE_FILE, _load_state, _state_config, export_model
 
 

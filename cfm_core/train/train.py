@@ -24,17 +24,17 @@ from dataclasses import replace
 import torch
 import torch.distributed as dist
 
-from .augment import DEFAULT_NOISE_STEP, _mix64, batch_stable_noise
-from .autoencoders import DiffusersVAE, LatentSpace, PixelSpace, SpaceToDepth
-from .checkpoint import atomic_write, save_model
+from ..augment import DEFAULT_NOISE_STEP, batch_stable_noise, mix64
+from ..autoencoders import DiffusersVAE, LatentSpace, PixelSpace, SpaceToDepth
+from ..checkpoint import atomic_write, save_model
+from ..devices import cpu_has_native_bf16
+from ..errors import CFMError, first_line
+from ..model import CFMConfig, CFMModel
+from ..path import OBJECTIVES, PREDICTIONS, WEIGHTINGS, training_loss
+from ..unet import PRESETS, preset
+from ..upsample import DOWNSAMPLE_KERNELS, parse_kernels
 from .data import LatentCache, LatentSource, PairSource, PairSpec, scan_images
-from .devices import cpu_has_native_bf16
 from .ema import EMA
-from .errors import CFMError, first_line
-from .model import CFMConfig, CFMModel
-from .path import OBJECTIVES, PREDICTIONS, WEIGHTINGS, training_loss
-from .unet import PRESETS, preset
-from .upsample import DOWNSAMPLE_KERNELS, parse_kernels
 
 STATE_FILE = "train_state.pt"
 MODEL_FILE = "model.safetensors"
@@ -42,7 +42,7 @@ LOG_FILE = "log.jsonl"
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    from .vae_families import FAMILIES
+    from ..vae_families import FAMILIES
 
     g = p.add_argument_group("data")
     g.add_argument("--data", nargs="+", required=True, help="folder(s), files or globs of training images")
@@ -180,7 +180,7 @@ def fold_context_input(state: dict, channels: int) -> dict:
 
 
 def pick_device(name: str) -> torch.device:
-    from .devices import resolve_device
+    from ..devices import resolve_device
 
     return resolve_device(name)
 
@@ -364,7 +364,7 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise CFMError(f"--out {args.out!r} lies inside --data {folder!r}: the run's loss.png would become a "
                            "training image; put the run elsewhere")
     if args.export:
-        from .checkpoint import check_destination
+        from ..checkpoint import check_destination
 
         run_files = tuple(os.path.join(args.out, name) for name in (STATE_FILE, LOG_FILE))
         check_destination(args.export, overwrite=args.overwrite, inputs=(*run_files, args.init_from or ""),
@@ -435,7 +435,7 @@ class Trainer:
         self.source = self._data()
 
     def _init_from(self, path: str) -> None:
-        from .checkpoint import load_model
+        from ..checkpoint import load_model
         src = load_model(path)
         if src.config.unet != self.config.unet:
             raise CFMError(f"--init-from {path!r} has architecture {src.config.unet} but the flags build "
@@ -507,7 +507,7 @@ class Trainer:
         a, B = self.args, self.args.batch_size
         G = B * a.grad_accum * self.world
         first = self.step * G
-        gen = torch.Generator().manual_seed(_mix64(a.seed, self.step, 0x71))
+        gen = torch.Generator().manual_seed(mix64(a.seed, self.step, 0x71))
         t_all = torch.rand(G, generator=gen)
         lr = learning_rate(self.step, a.lr, a.warmup, a.lr_schedule, total=a.max_steps, decay_from=a.decay_from,
                            minimum=a.lr_min)
@@ -518,7 +518,7 @@ class Trainer:
         for micro in range(a.grad_accum):
             positions = [(micro * self.world + self.rank) * B + j for j in range(B)]
             x1, z_up = self.source.batch([first + p for p in positions])
-            noise = batch_stable_noise(tuple(x1.shape), _mix64(a.seed, self.step), positions, self.device)
+            noise = batch_stable_noise(tuple(x1.shape), mix64(a.seed, self.step), positions, self.device)
             sync = (contextlib.nullcontext() if self.world == 1 or micro == a.grad_accum - 1
                     else self.net.no_sync())
             with sync, self._autocast():
