@@ -2,7 +2,8 @@
 
 Pixel-space upsampling (PSU, the paper's choice): decode → bilinear resize in pixels (align_corners=False,
 no antialias, no clamp) → encode to the posterior mean. Latent-space bilinear/nearest are cheaper alternatives
-that skip the autoencoder.
+that skip the autoencoder. The CLI, the pipeline, training and the ComfyUI nodes all resize through
+:func:`resize_pixels` and upsample through :func:`pixel_space_upsample`.
 """
 from __future__ import annotations
 
@@ -16,15 +17,27 @@ from .autoencoders import LatentSpace
 from .errors import CFMError
 
 UPSAMPLE_MODES = ("psu", "latent-bilinear", "latent-nearest")
+RESIZE_MODES = ("bilinear", "bicubic", "nearest-exact")  # the pixel resize of PSU; bilinear is what models learn
 
 
-def resize_pixels(pixels: torch.Tensor, factor: float, mode: str = "bilinear") -> torch.Tensor:
-    """Resize (B, C, H, W) pixels by ``factor``; the default is the resize every model is trained with (bilinear,
-    align_corners=False, no antialias, no clamp): PSU, the training pairs and ``upscale_image`` all call this."""
+def check_resize_mode(mode: str) -> None:
+    if mode not in RESIZE_MODES:
+        raise CFMError(f"resize mode {mode!r} is unknown; use one of {', '.join(RESIZE_MODES)}")
+
+
+def resize_pixels(pixels: torch.Tensor, factor: float = 2.0, mode: str = "bilinear", *,
+                  size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Resize (B, C, H, W) pixels by ``factor`` (to round(H·factor) × round(W·factor)) or to ``size`` = (h, w).
+
+    The default is the resize every model is trained with: bilinear, align_corners=False, no antialias, no clamp
+    (PSU, the training pairs and ``upscale_image`` all call this). Shrinking is antialiased in bilinear/bicubic, so
+    it does not alias; the other RESIZE_MODES are for experiments."""
+    check_resize_mode(mode)
     h, w = pixels.shape[-2:]
-    size = (round(h * factor), round(w * factor))
+    size = size or (round(h * factor), round(w * factor))
     if mode in ("bilinear", "bicubic"):
-        return F.interpolate(pixels, size=size, mode=mode, align_corners=False)
+        shrinking = size[0] < h or size[1] < w
+        return F.interpolate(pixels, size=size, mode=mode, align_corners=False, antialias=shrinking)
     return F.interpolate(pixels, size=size, mode=mode)
 
 
@@ -76,11 +89,24 @@ def make_low_res(high_res: torch.Tensor, factor: int = 2, kernel: str = "box") -
     return F.interpolate(high_res, size=size, mode=kernel[:-3], align_corners=False, antialias=True)
 
 
-def pixel_space_upsample(z: torch.Tensor, space: LatentSpace, factor: int = 2,
+def upsampled_size(z: torch.Tensor, factor: float) -> tuple[int, int]:
+    """The latent size after upsampling (B, C, h, w) by ``factor``: round(h·factor) × round(w·factor), at least 1."""
+    h, w = z.shape[-2:]
+    return max(1, round(h * factor)), max(1, round(w * factor))
+
+
+def pixel_space_upsample(z: torch.Tensor, space: LatentSpace, factor: float = 2,
                          mode: str = "bilinear") -> torch.Tensor:
-    """PSU: encode(resize(decode(z), ×factor)). ``z`` and the result are model-space latents."""
+    """PSU: encode(resize(decode(z))). ``z`` and the result are latents of ``space`` [B, C, round(f·h), round(f·w)]:
+    the decoded pixels are resized (:func:`resize_pixels`, ``mode`` one of RESIZE_MODES) to exactly the space's
+    downscale × that size, so any factor above 0 works (below 1 shrinks)."""
     _check_latent(z, space.spec.channels)
-    return space.encode(resize_pixels(space.decode(z), factor, mode))
+    check_resize_mode(mode)  # before the decode
+    if not factor > 0:
+        raise CFMError(f"upsample factor {factor:g} must be above 0")
+    h, w = upsampled_size(z, factor)
+    d = space.spec.downscale
+    return space.encode(resize_pixels(space.decode(z), mode=mode, size=(h * d, w * d)))
 
 
 def _check_latent(z: torch.Tensor, channels: int | None = None) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from cfm_core import latent_upsample
+from cfm_core.upsample import RESIZE_MODES
 
 from .common import (
     CATEGORY,
@@ -19,7 +20,7 @@ from .common import (
 )
 from .inputs import NOISE_STEP_INPUT, SOLVER_INPUTS, TILE_INPUTS, VAE_TILING_INPUTS
 from .pixel_model import PIXEL_MODEL_NOTE, boost_latent_in_pixels, is_pixel_model
-from .pixel_upsample import RESIZE_MODES, psu_raw
+from .pixel_upsample import psu_raw
 from .solve import SolveSettings, solve_latent
 from .vae_space import DEFAULT_TILE_PX
 

@@ -2,15 +2,17 @@
 
     z_up = E(resize(D(z), ×s))        (bilinear, align_corners=False, no antialias: as the models are trained)
 
-Everything happens on raw latents, so the VAE's scale factor plays no part. The result is the *clean* upsampled
-latent: feed it to CFMUpscaleLatent (which noise-augments internally) or to NoiseAugment first.
+The engine's :func:`cfm_core.upsample.pixel_space_upsample` does it; this node adds the ComfyUI glue (the VAE with
+ComfyUI's tiling, LATENT dicts, the noise mask). Everything happens on raw latents, so the VAE's scale factor plays
+no part. The result is the *clean* upsampled latent: feed it to CFMUpscaleLatent (which noise-augments internally)
+or to NoiseAugment first.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from cfm_core import CFMError
+from cfm_core import CFMError, pixel_space_upsample
+from cfm_core.upsample import RESIZE_MODES
 
 from .common import (
     CATEGORY,
@@ -25,33 +27,13 @@ from .common import (
 from .inputs import VAE_TILING_INPUTS
 from .vae_space import DEFAULT_TILE_PX, ComfyVAESpace
 
-RESIZE_MODES = ("bilinear", "bicubic", "nearest-exact")
 MAX_SCALE = 8.0  # scale_by: any factor in (0, MAX_SCALE]; 0 on the widget = the CFM model's factor
-
-
-def resize_image(image: torch.Tensor, height: int, width: int, mode: str) -> torch.Tensor:
-    """[B, H, W, C] → [B, height, width, C]. No clamp, and no antialias when enlarging (the models are trained
-    that way); shrinking (scale_by below 1) is antialiased in bilinear/bicubic, so it does not alias."""
-    if mode not in RESIZE_MODES:
-        raise CFMError(f"resize_method={mode!r} is unknown; use one of {RESIZE_MODES}")
-    x = image.movedim(-1, 1)
-    if mode in ("bilinear", "bicubic"):
-        shrinking = height < x.shape[-2] or width < x.shape[-1]
-        x = F.interpolate(x, size=(height, width), mode=mode, align_corners=False, antialias=shrinking)
-    else:
-        x = F.interpolate(x, size=(height, width), mode=mode)
-    return x.movedim(1, -1)
-
-
-def target_size(raw: torch.Tensor, scale: float) -> tuple[int, int]:
-    """The upsampled latent's size, round(h·s) × round(w·s); pixels are resized to exactly d× that."""
-    h, w = raw.shape[-2:]
-    return max(1, round(h * scale)), max(1, round(w * scale))
 
 
 def psu_raw(vae, raw: torch.Tensor, scale: float, mode: str = "bilinear", tiling: str = "auto",
             tile_size: int = DEFAULT_TILE_PX) -> torch.Tensor:
-    """Raw latent [B, C, h, w] → raw latent [B, C, round(s·h), round(s·w)] through pixel space."""
+    """Raw latent [B, C, h, w] → raw latent [B, C, round(s·h), round(s·w)] through pixel space (the engine's PSU on
+    the VAE's raw pixels, see :meth:`ComfyVAESpace.raw_pixels`)."""
     if not 0.0 < scale <= MAX_SCALE:
         raise CFMError(f"scale_by={scale:g} must be above 0 and at most {MAX_SCALE:g} (0 on the node = the CFM "
                        "model's factor)")
@@ -60,10 +42,7 @@ def psu_raw(vae, raw: torch.Tensor, scale: float, mode: str = "bilinear", tiling
                        "latents; connect the VAE that produced this latent")
     check_finite(raw, "LATENT", "check the sampler/VAE that produced it")
     space = ComfyVAESpace(vae, tiling=tiling, tile_size=tile_size)  # identity scaling: raw in, raw out
-    d = vae_downscale(vae)
-    new_h, new_w = target_size(raw, scale)
-    image = space.decode_raw(raw)
-    return space.encode_raw(resize_image(image, new_h * d, new_w * d, mode))
+    return pixel_space_upsample(raw, space.raw_pixels(), scale, mode)
 
 
 class PixelSpaceUpsample:

@@ -48,6 +48,10 @@ class ComfyVAESpace:
         image = self.decode_raw(self.scaling.to_raw(z.float()))
         return image.movedim(-1, 1) * 2 - 1
 
+    def raw_pixels(self) -> RawPixels:
+        """This VAE as a latent space of raw latents and ComfyUI's 0..1 pixels (what PSU resizes)."""
+        return RawPixels(self)
+
     # ------------------------------------------------------------------ ComfyUI layouts, raw latents
     def decode_raw(self, raw: torch.Tensor) -> torch.Tensor:
         """raw latent [B, C, h, w] → image [B, H, W, 3] in 0..1 (ComfyUI's decode clamps)."""
@@ -92,3 +96,18 @@ class ComfyVAESpace:
     def _encode_tiled(self, image: torch.Tensor) -> torch.Tensor:
         tile = self.tile_size
         return self.vae.encode_tiled(image, tile_x=tile, tile_y=tile, overlap=self._overlap_px())
+
+
+class RawPixels:
+    """A :class:`ComfyVAESpace` as a latent space of raw latents and pixels [B, 3, H, W] in ComfyUI's 0..1: no
+    scaling and no conversion to [-1, 1] around the resize of PSU (a linear map, so the range does not matter;
+    skipping it keeps the node's output bits as they were)."""
+
+    def __init__(self, space: ComfyVAESpace):
+        self.space, self.spec = space, space.spec
+
+    def decode(self, raw: torch.Tensor) -> torch.Tensor:
+        return self.space.decode_raw(raw).movedim(-1, 1)
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.space.encode_raw(pixels.movedim(1, -1))

@@ -66,6 +66,23 @@ def test_psu_through_space_to_depth_is_bilinear_in_pixels():
     assert torch.equal(space.decode(up), F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
 
 
+def test_psu_any_factor_gives_round_f_h_latents_and_checks_its_mode_first():
+    space, z = SpaceToDepth(2), torch.randn(1, 12, 7, 5)
+    assert pixel_space_upsample(z, space, 1.5).shape == (1, 12, 10, 8)  # pixels resized to 2·round(1.5·7) = 20
+    small = pixel_space_upsample(z, space, 0.5, "bicubic")  # shrinking is antialiased; round(2.5) = 2
+    expected = F.interpolate(space.decode(z), size=(8, 4), mode="bicubic", align_corners=False, antialias=True)
+    assert torch.equal(space.decode(small), expected)
+
+    class Undecodable(SpaceToDepth):
+        def decode(self, z):
+            raise AssertionError("decoded before the arguments were checked")
+
+    with pytest.raises(CFMError, match="resize mode 'lanczos'"):
+        pixel_space_upsample(z, Undecodable(2), 2, "lanczos")
+    with pytest.raises(CFMError, match="above 0"):
+        pixel_space_upsample(z, space, 0)
+
+
 def test_upsample_dispatch_and_refusals():
     z = torch.randn(1, 4, 5, 5)
     assert torch.equal(upsample(z, None, 2, "latent-nearest"), F.interpolate(z, scale_factor=2, mode="nearest"))

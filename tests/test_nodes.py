@@ -178,6 +178,24 @@ def test_psu_is_decode_resize_encode_on_raw_latents(comfy):
     assert torch.allclose(out["samples"], engine, atol=1e-4)
 
 
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic", "nearest-exact"])
+@pytest.mark.parametrize("scale", [2.0, 1.5, 0.5])
+def test_psu_node_is_the_engines_psu_and_keeps_its_bits(comfy, mode, scale):
+    """The node runs the engine's pixel_space_upsample; its output is bit for bit what the node computed before the
+    engine owned PSU (decode → resize the [0, 1] pixels to d·round(s·h) → encode; antialiased when shrinking)."""
+    from nodes.vae_space import ComfyVAESpace
+
+    vae, raw = comfy.sd.VAE(), raw_latent(size=7)  # odd: round(7·1.5) = 10 latents, 80 pixels
+    out, = node(comfy, "PixelSpaceUpsample").upsample({"samples": raw}, vae, scale, resize_method=mode)
+    engine = pixel_space_upsample(raw, ComfyVAESpace(vae).raw_pixels(), scale, mode)
+    side = round(7 * scale)
+    smooth = {"align_corners": False, "antialias": scale < 1} if mode != "nearest-exact" else {}
+    before = F.interpolate(vae.decode(raw).movedim(-1, 1), size=(8 * side, 8 * side), mode=mode, **smooth)
+    assert out["samples"].shape == (2, 4, side, side)
+    assert torch.equal(out["samples"], engine)
+    assert torch.equal(out["samples"], vae.encode(before.movedim(1, -1)))
+
+
 def test_psu_keeps_batch_index_and_resizes_the_pixel_mask(comfy):
     vae = comfy.sd.VAE()
     mask = torch.zeros(2, 64, 64)
