@@ -84,12 +84,17 @@ def graph(vae: str, model: str, image: str, prefix: str = "cfm_test_family") -> 
     }
 
 
+def case_on_server(available, family: str):
+    """(VAE file, CFM model, channels) of ``family``; the test is skipped when the server lacks its files."""
+    if family not in available:
+        pytest.skip(f"the server lacks the {family} files; see this file's docstring")
+    return CASES[family]
+
+
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("family", list(CASES))
 def test_the_latent_graph_runs_with_each_familys_vae(available, image, family):
-    if family not in available:
-        pytest.skip(f"the server lacks the {family} files; see this file's docstring")
-    vae, model, _ = CASES[family]
+    vae, model, _ = case_on_server(available, family)
     result = run(graph(vae, model, image, f"cfm_test_{family}"))
     assert result.status == "success", result.explain()
     outputs = output_files(result)
@@ -99,9 +104,7 @@ def test_the_latent_graph_runs_with_each_familys_vae(available, image, family):
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("family", list(CASES))
 def test_a_model_refuses_every_other_familys_vae_in_one_line(available, image, family):
-    if family not in available:
-        pytest.skip(f"the server lacks the {family} files; see this file's docstring")
-    _, model, channels = CASES[family]
+    _, model, channels = case_on_server(available, family)
     others = [other for other in CASES if other != family and other in available]
     if not others:
         pytest.skip("no other family's VAE on the server")

@@ -189,13 +189,18 @@ def test_convert_official_never_replaces_its_source_and_asks_before_replacing(tm
     code, err = cli(capsys, "convert-official", src, tmp_path / "alias.safetensors", "--overwrite")
     assert code == 2 and "own input" in err
     assert Path(src).read_bytes() == before
+    asks_before_replacing(capsys, tmp_path, "convert-official", src)
+
+
+def asks_before_replacing(capsys, tmp_path, *command) -> None:
+    """``command DEST``: an existing DEST is kept unless --overwrite (then replaced), a folder is refused."""
     existing = tmp_path / "existing.safetensors"
     existing.write_bytes(b"keep me")
-    code, err = cli(capsys, "convert-official", src, existing)
+    code, err = cli(capsys, *command, existing)
     assert code == 2 and "--overwrite" in err and existing.read_bytes() == b"keep me"
-    assert cli(capsys, "convert-official", src, existing, "--overwrite")[0] == 0
+    assert cli(capsys, *command, existing, "--overwrite")[0] == 0
     assert existing.read_bytes() != b"keep me"
-    code, err = cli(capsys, "convert-official", src, tmp_path)
+    code, err = cli(capsys, *command, tmp_path)
     assert code == 2 and "is a folder" in err
 
 
@@ -207,13 +212,7 @@ def test_export_never_replaces_the_runs_state_and_asks_before_replacing(tmp_path
         code, err = cli(capsys, "export", run, state, *extra)
         assert code == 2 and "own input" in err
     assert Path(state).read_bytes() == before
-    existing = tmp_path / "m.safetensors"
-    existing.write_bytes(b"keep me")
-    code, err = cli(capsys, "export", run, existing)
-    assert code == 2 and "--overwrite" in err and existing.read_bytes() == b"keep me"
-    assert cli(capsys, "export", run, existing, "--overwrite")[0] == 0
-    code, err = cli(capsys, "export", run, tmp_path)
-    assert code == 2 and "is a folder" in err
+    asks_before_replacing(capsys, tmp_path, "export", run)
 
 
 def test_train_export_to_an_existing_file_is_refused_before_training(tmp_path, capsys):

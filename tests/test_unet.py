@@ -78,12 +78,17 @@ def random_attention(layout: str, seed: int = 0) -> SelfAttention:
     return attn.eval()
 
 
-def test_official_attention_layout_matches_a_per_head_reference():
-    attn = random_attention("official")
+def attention_and_reference(layout: str) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """(our attention's output, the per-head reference's, the input) for a random block with ``layout``."""
+    attn = random_attention(layout)
     x = torch.randn(2, 64, 5, 6, generator=torch.Generator().manual_seed(1))
     reference = official_attention_reference(x.double().numpy(), attn)
     with torch.no_grad():
-        ours = attn(x).double().numpy()
+        return attn(x).double().numpy(), reference, x
+
+
+def test_official_attention_layout_matches_a_per_head_reference():
+    ours, reference, x = attention_and_reference("official")
     err = np.abs(ours - reference).max()
     print(f"official layout vs per-head reference: max abs diff {err:.2e}")
     assert err < 5e-6
@@ -91,11 +96,7 @@ def test_official_attention_layout_matches_a_per_head_reference():
 
 
 def test_sdpa_layout_differs_from_the_official_reference():
-    attn = random_attention("sdpa")
-    x = torch.randn(2, 64, 5, 6, generator=torch.Generator().manual_seed(1))
-    reference = official_attention_reference(x.double().numpy(), attn)
-    with torch.no_grad():
-        ours = attn(x).double().numpy()
+    ours, reference, _ = attention_and_reference("sdpa")
     assert np.abs(ours - reference).max() > 1e-2
 
 
