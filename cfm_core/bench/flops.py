@@ -104,7 +104,7 @@ def count_vae_encode(pixels: int, channels: int = 4) -> int:
 
 
 def cache_bytes_per_sample(channels: int, latent: int) -> int:
-    """The latent cache stores x1 and z_up per sample, fp32 (``cfm_core.data.LatentCache``)."""
+    """The latent cache stores x1 and z_up per sample, fp32 (``cfm_core.train.data.LatentCache``)."""
     return 2 * channels * latent * latent * 4
 
 

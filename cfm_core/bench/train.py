@@ -55,7 +55,7 @@ def run_train(ctx: BenchContext, cfg: TrainConfig | None = None) -> Section:
                   ["preset", "parameters", "precision", "s / step", "samples / s", "TFLOP/s achieved",
                    "loss finite"])
     for name in cfg.presets:
-        step_flops = count_training_step(name, cfg.latent).step_flops * cfg.batch  # counted, see bench_flops
+        step_flops = count_training_step(name, cfg.latent).step_flops * cfg.batch  # counted, see flops.py
         steps, params = {}, 0
         for precision in cfg.precisions:  # one model and optimiser per precision, timed round-robin
             net = build_cfm_unet(name, ctx.device, ctx.seed)

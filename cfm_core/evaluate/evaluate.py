@@ -8,11 +8,11 @@ Protocol, per high-res image ``hr``:
      code's ``F.interpolate(mode="bilinear")`` without antialiasing, at 2× the 2×2 box average; also
      ``bilinear-aa``, ``bicubic-aa``, ``lanczos``, ``area``, see :mod:`cfm_core.upsample`). A user's image has no
      known kernel, so an upscaler is judged on several; every row is reported per kernel and as the mean over them;
-  3. optionally degrade ``lr`` (``--degrade SPEC``, :mod:`cfm_core.degrade`, seeded per image);
+  3. optionally degrade ``lr`` (``--degrade SPEC``, :mod:`cfm_core.train.degrade`, seeded per image);
   4. upscale with each method: bicubic / bilinear ``F.interpolate`` (clamped to [0, 1]) and each model × solver
      × steps × noise step through :func:`cfm_core.pipeline.upscale_image` (seed ``--seed``, batch index = image
      index, so every image gets its own, reproducible noise);
-  5. PSNR and SSIM per image (:mod:`cfm_core.metrics`), averaged over the images; SWD (Karras et al., ×1e3) over
+  5. PSNR and SSIM per image (:mod:`.metrics`), averaged over the images; SWD (Karras et al., ×1e3) over
      the whole set, with the same patch positions for the references and every method; seconds per image (wall
      clock of the upscale call, after one warm-up call per model); NFE per image.
 
