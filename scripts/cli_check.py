@@ -20,9 +20,9 @@ import tempfile
 import time
 
 import torch
-from cfm_core.metrics import psnr, swd
 
-from cfm_core.evaluate import baseline_upscale, downsample, prepare_high_res
+from cfm_core.evaluate.evaluate import baseline_upscale, downsample, prepare_high_res
+from cfm_core.evaluate.metrics import psnr, swd
 from cfm_core.images import list_images, load_image, save_image
 
 

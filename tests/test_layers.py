@@ -29,8 +29,8 @@ ROOT = Path(os.environ.get("CFM_LAYERS_ROOT") or Path(__file__).resolve().parent
 
 # The engine: what the CLI and the nodes both run on, the top-level modules of cfm_core.
 ENGINE = frozenset({
-    "__init__", "augment", "autoencoders", "bundled", "checkpoint", "devices", "errors", "images", "model", "path",
-    "pipeline", "solvers", "tiling", "unet", "upsample", "vae_families",
+    "__init__", "augment", "autoencoders", "bundled", "checkpoint", "contrast", "devices", "errors", "images", "model",
+    "path", "pipeline", "solvers", "tiling", "unet", "upsample", "vae_families",
 })
 ENTRY = {"__main__": "cli"}  # top-level modules that belong to a sub-package's part
 # part → what it may import from cfm_core besides itself: parts, or dotted modules (with what is inside them)

@@ -245,7 +245,7 @@ def test_emulated_cpu_autocast_is_named_with_the_fix(monkeypatch):
 
 
 def test_low_contrast_fades_crops_towards_their_mean(photo_dir, tmp_path, capsys):
-    from cfm_core.data import LOW_CONTRAST_RANGE, PairSource, PairSpec, scan_images
+    from cfm_core.train.data import LOW_CONTRAST_RANGE, PairSource, PairSpec, scan_images
 
     paths = scan_images(photo_dir, 32)
     plain = PairSource(paths, PairSpec(crop=32), seed=0)
