@@ -15,7 +15,7 @@ import torch
 
 from cfm_core import CFMError
 from cfm_core.bundled import BUNDLED_MODEL_PATH
-from cfm_core.checkpoint import load_model, read_config
+from cfm_core.checkpoint import load_model, read_config, runs_channels_last
 from cfm_core.devices import DTYPES
 
 from .common import CATEGORY, LOG
@@ -76,9 +76,9 @@ def load_handle(model_name: str, dtype_choice: str) -> CFMModelHandle:
         _cache.move_to_end(key)
         return _cache[key]
     try:
-        # channels-last where the model will run on the CPU, as the CLI loads it there (checkpoint.load_model)
+        # the layout for the device it will run on, as the CLI loads it there
         model = load_model(path, device=mm.unet_offload_device(), dtype=dtype,
-                           channels_last=mm.get_torch_device().type == "cpu")
+                           channels_last=runs_channels_last(read_config(path), mm.get_torch_device()))
     except CFMError:
         raise
     except Exception as exc:  # e.g. an I/O error half-way: still one line in ComfyUI's error panel

@@ -52,6 +52,8 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("bf16 weights sdpa=flash", "weights", torch.bfloat16, attention="flash", devices=("cuda",)),
 )
 CORE_VARIANTS = ("fp32", "bf16 autocast", "bf16 weights", "fp16 weights")
+LAYOUT_VARIANTS = ("fp32", "fp32 channels_last", "bf16 weights", "bf16 weights channels_last")
+BUNDLED = "bundled"  # the preset name that stands for the bundled model's UNet (checkpoint.runs_channels_last)
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ class PrecisionCase:
 @dataclass(frozen=True)
 class PrecisionConfig:
     cases: tuple[PrecisionCase, ...] = tuple(PrecisionCase(p, s) for p in ("paper-113m", "paper-306m")
-                                             for s in (64, 128))
+                                             for s in (64, 128)) + (PrecisionCase(BUNDLED, 256, LAYOUT_VARIANTS),)
     batch: int = 1
 
 
@@ -110,7 +112,7 @@ def run_precision(ctx: BenchContext, cfg: PrecisionConfig | None = None) -> Sect
                   ["preset", "parameters", "latent", "variant", "s / NFE", "speed-up vs fp32", "max |Δ| vs fp32",
                    "rel. max |Δ|"])
     for preset_name in dict.fromkeys(c.preset for c in cfg.cases):
-        net = build_cfm_unet(preset_name, ctx.device, ctx.seed)
+        net = build_cfm_unet(_unet_config(preset_name), ctx.device, ctx.seed)
         params = count_parameters(net)
         for case in (c for c in cfg.cases if c.preset == preset_name):
             table.rows += measure_case(ctx, section, net, case, cfg.batch, params)
@@ -125,6 +127,8 @@ def run_precision(ctx: BenchContext, cfg: PrecisionConfig | None = None) -> Sect
         RANDOM_WEIGHTS + " (zero-initialised layers randomised so outputs and their differences are non-zero).",
         f"bf16 on this CPU: {bf16_hardware_note(cpu_flags())}." if ctx.device.type == "cpu" else
         "fp16/bf16 and the flash/efficient attention kernels are GPU-only rows.",
+        "'bundled' is the bundled model's UNet (no attention) at the 256² s2d latent of a 512² image: the case "
+        "behind the CPU layout rule (checkpoint.runs_channels_last).",
         "Attention layers run at 1/8 resolution and in the middle block only. 'sdpa=…' rows force one "
         "scaled-dot-product kernel; a 'failed' row means torch refused that kernel for this tensor layout.",
     ]
@@ -134,6 +138,16 @@ def run_precision(ctx: BenchContext, cfg: PrecisionConfig | None = None) -> Sect
                              f"{_geomean(next(v for k, v in speedups.items() if k != best) or [float('nan')]):.2f}×)."
                              if len(speedups) > 1 else f"Only one bf16 method was measured: {best}.")
     return section
+
+
+def _unet_config(name: str):
+    """A preset name, or ``bundled``: the architecture of the bundled model (its latent 256² is a 512² image)."""
+    if name != BUNDLED:
+        return name
+    from ..bundled import require_bundled_model
+    from ..checkpoint import read_config
+
+    return read_config(require_bundled_model()).unet
 
 
 def measure_case(ctx: BenchContext, section: Section, net, case: PrecisionCase, batch: int,

@@ -10,7 +10,15 @@ from .fig5 import Fig5Config, plot_fig5, run_fig5
 from .flops import FlopsConfig, plot_flops, run_flops
 from .memory import MemoryConfig, plot_memory, run_memory
 from .plots import Plotter
-from .precision import CORE_VARIANTS, PrecisionCase, PrecisionConfig, plot_precision, run_precision
+from .precision import (
+    BUNDLED,
+    CORE_VARIANTS,
+    LAYOUT_VARIANTS,
+    PrecisionCase,
+    PrecisionConfig,
+    plot_precision,
+    run_precision,
+)
 from .psu import PSUConfig, plot_psu, run_psu
 from .solvers import SolverConfig, plot_solvers, run_solvers
 from .train import TrainConfig, plot_train, run_train
@@ -30,6 +38,7 @@ class SectionSpec:
 QUICK_PRECISION = PrecisionConfig(cases=(
     PrecisionCase("paper-113m", 64), PrecisionCase("paper-306m", 64, CORE_VARIANTS),
     PrecisionCase("paper-113m", 128, CORE_VARIANTS), PrecisionCase("paper-306m", 128, CORE_VARIANTS),
+    PrecisionCase(BUNDLED, 256, LAYOUT_VARIANTS),
 ))
 
 SECTIONS: tuple[SectionSpec, ...] = (
