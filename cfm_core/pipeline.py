@@ -33,13 +33,13 @@ def boost(model: CFMModel, z_up: torch.Tensor, *, solver: str | None = None, ste
           seed: int = 0, noise_step: int | None = None, tile: int | None = None, overlap: int = 8,
           batch_indices: list[int] | None = None, x0: torch.Tensor | None = None,
           callback: Callable[[StepInfo], None] | None = None,
-          interrupt: Callable[[], None] | None = None) -> UpscaleResult:
+          interrupt: Callable[[], None] | None = None, contrast_norm: bool = True) -> UpscaleResult:
     """Integrate the coupling ODE from x0 = noise_augment(z_up) to x1, with the clean z_up as context.
 
     ``x0`` overrides the start (e.g. an already augmented latent from the NoiseAugment node). Regression
     models (objective l1/l2) take one Euler step from z_up whatever ``solver``/``steps`` say. A pixel-space model
     with a ``contrast_reference`` solves flat images at that contrast and maps the result back (``contrast.py``;
-    start point and context alike, so an ``x0`` override is mapped too).
+    start point and context alike, so an ``x0`` override is mapped too); ``contrast_norm=False`` switches it off.
     """
     cfg = model.config
     model.check_latent(z_up, "z_up")
@@ -56,7 +56,7 @@ def boost(model: CFMModel, z_up: torch.Tensor, *, solver: str | None = None, ste
     if x0 is not None:
         model.check_latent(x0, "start latent x0")  # NaN/inf from an upstream node
     contrast = None
-    if cfg.contrast_reference is not None:
+    if cfg.contrast_reference is not None and contrast_norm:
         contrast = ContrastGain.measure(z_up, cfg.contrast_reference)
         z_up, x0 = contrast.forward(z_up), None if x0 is None else contrast.forward(x0.to(model.device).float())
         if callback is not None:

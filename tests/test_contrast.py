@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
+import numpy as np
 import pytest
 import torch
 from helpers import default_latent, tiny_model
@@ -82,3 +84,24 @@ def test_the_reference_is_saved_checked_and_absent_in_old_files(tmp_path):
             dataclasses.replace(config, contrast_reference=bad)
     with pytest.raises(CFMError, match="pixel-space models only"):
         dataclasses.replace(tiny_model(latent=default_latent(4)).config, contrast_reference=0.4)
+
+
+def test_the_cli_switch_turns_it_off(tmp_path):
+    from PIL import Image
+
+    from cfm_core.__main__ import main
+
+    normed, plain = str(tmp_path / "normed.safetensors"), str(tmp_path / "plain.safetensors")
+    save_model(pixel_model(0.45, seed=7), normed)
+    save_model(pixel_model(None, seed=7), plain)
+    flat = (128 + 4 * torch.randn(32, 32, 3, generator=torch.Generator().manual_seed(0))).clamp(0, 255)
+    Image.fromarray(flat.to(torch.uint8).numpy()).save(tmp_path / "flat.png")
+
+    def run(model: str, *flags: str) -> torch.Tensor:
+        out = tmp_path / f"{len(os.listdir(tmp_path))}.png"
+        assert main(["upscale", str(tmp_path / "flat.png"), "-o", str(out), "--model", model, "--quiet", *flags]) == 0
+        return torch.from_numpy(np.asarray(Image.open(out))).float()
+
+    on, off, none = run(normed), run(normed, "--no-contrast-norm"), run(plain)
+    assert torch.equal(off, none) and not torch.equal(on, off)
+    assert (on - on.mean()).std() < (off - off.mean()).std()  # on a flat image it adds less

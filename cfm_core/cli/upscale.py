@@ -61,6 +61,7 @@ class Settings:
     overlap: int
     drop_alpha: bool
     overwrite: bool = True  # False: never replace a file that appeared while the run was working
+    contrast_norm: bool = True  # the model's contrast normalisation (pixel models that have one)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
                         help="auto = bf16 on CUDA GPUs that run it (else fp16), bf16 on CPUs with AVX512-BF16/AMX "
                              "(else fp32), fp32 on MPS; a VAE stays fp32 unless bf16 is asked for")
+    parser.add_argument("--no-contrast-norm", action="store_true",
+                        help="switch off the model's contrast normalisation (flat images are solved at the model's "
+                             "reference contrast and faded back; pixel models that carry one, like the bundled)")
     parser.add_argument("--drop-alpha", action="store_true", help="discard the alpha channel of RGBA inputs")
     parser.add_argument("--compare", action="store_true",
                         help="also write <stem>_x<scale>_compare.<format>: bicubic | CFM side by side")
@@ -146,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
     dtype = resolve_dtype(args.dtype, device)
     settings = Settings(stages=scale // config.factor, solver=args.solver, steps=args.steps, seed=args.seed,
                         noise_step=args.noise_step, tile=args.tile, overlap=args.overlap,
-                        drop_alpha=args.drop_alpha, overwrite=args.overwrite)
+                        drop_alpha=args.drop_alpha, overwrite=args.overwrite,
+                        contrast_norm=not args.no_contrast_norm)
     with torch.inference_mode():
         model, space = load(model_path, args.vae, device, dtype, vae_bf16=args.dtype == "bf16")
         return process(jobs, model, space, settings, quiet=args.quiet)
@@ -301,6 +306,7 @@ def upscale_rgb(model, space, rgb: torch.Tensor, settings: Settings,
             tile = auto_tile(side, settings.overlap, model.config.unet.stride)
         out, result = upscale_image(model, padded, space, solver=settings.solver, steps=settings.steps,
                                     seed=settings.seed + stage, noise_step=settings.noise_step, tile=tile,
+                                    contrast_norm=settings.contrast_norm,
                                     overlap=settings.overlap, callback=callback)
         x, nfe = out[..., :h * factor, :w * factor].to(model.device), nfe + result.nfe
     return x[0].cpu(), nfe
