@@ -63,12 +63,12 @@ def boost(model: CFMModel, z_up: torch.Tensor, *, solver: str | None = None, ste
             callback = (lambda info, report=callback: report(contrast.step_info(info)))
     if x0 is None:
         x0 = start_point(cfg.objective, z_up, noise_step, seed=seed, batch_indices=batch_indices)
-    context = z_up.to(model.dtype)
+    context = z_up  # float32: CFMModel casts to its dtype for the network only
 
     def network(x: torch.Tensor, t: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
         if interrupt is not None:
             interrupt()
-        return model(x.to(model.dtype), t, ctx).float()
+        return model(x, t, ctx).float()
 
     velocity = network
     if tile:

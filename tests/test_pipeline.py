@@ -246,3 +246,12 @@ def test_cpu_models_without_attention_load_channels_last_and_agree_with_the_defa
     attention = load_model(with_attention)
     assert all(m.weight.is_contiguous() for m in attention.net.modules() if isinstance(m, torch.nn.Conv2d))
     assert not runs_channels_last(fast.config, "cuda") and runs_channels_last(fast.config, "cpu")
+
+
+def test_half_precision_models_do_not_round_the_latents_they_add_to():
+    # a fresh residual model predicts x̂1 = z_up: from any start, Euler lands on z_up. Run in bf16 it must still land
+    # there to float32 rounding: only the network runs in bf16, not the latents the velocity is formed from
+    model = tiny_model(prediction="residual", randomize=False).to(torch.bfloat16)
+    z, noise = latent(3, (1, 4, 8, 8)), latent(4, (1, 4, 8, 8))
+    out = boost(model, z, x0=z + 0.3 * noise, steps=3).latent
+    assert (out - z).abs().max() < 1e-5 < (z.to(torch.bfloat16).float() - z).abs().max()
