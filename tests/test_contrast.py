@@ -100,7 +100,7 @@ def test_the_cli_switch_turns_it_off(tmp_path):
     def run(model: str, *flags: str) -> torch.Tensor:
         out = tmp_path / f"{len(os.listdir(tmp_path))}.png"
         assert main(["upscale", str(tmp_path / "flat.png"), "-o", str(out), "--model", model, "--quiet", *flags]) == 0
-        return torch.from_numpy(np.asarray(Image.open(out))).float()
+        return torch.from_numpy(np.array(Image.open(out))).float()
 
     on, off, none = run(normed), run(normed, "--no-contrast-norm"), run(plain)
     assert torch.equal(off, none) and not torch.equal(on, off)
