@@ -23,6 +23,8 @@ SOLVERS: dict[str, tuple[str, int]] = {
     "rk4": ("rk4", 4),
     "dopri5": ("dopri5", 0),
 }
+# fixed-grid solvers whose last stage evaluates the velocity at the end of the step, i.e. at t = 1 on the last step
+ENDPOINT_SOLVERS = frozenset({"heun", "rk4"})
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,9 @@ def run_model(handle: CFMModelHandle, latent_shape: tuple[int, ...], settings: S
     mm.load_models_gpu([handle.patcher], memory_required=estimate_memory(config, latent_shape, handle.model.dtype,
                                                                           tile), force_full_load=True)
     planned = settings.planned_steps(config)
+    caveat = config.solver_caveat(config.solve_plan(settings.solver, settings.steps)[0])
+    if caveat:
+        LOG.warning("CFM: %s", caveat)
     preview = make_previewer(handle.model, handle.load_device)
     while True:
         pbar = comfy.utils.ProgressBar(planned)

@@ -411,3 +411,21 @@ def test_exif_orientation_is_applied(models, tmp_path):
     image.save(tmp_path / "phone.jpg", exif=exif)
     assert upscale(tmp_path / "phone.jpg", "-o", tmp_path / "out.png", "--model", models["random"]) == 0
     assert pixels(tmp_path / "out.png").shape == (40, 24, 3)
+
+
+def test_solvers_that_evaluate_at_t1_are_flagged_for_residual_models(tmp_path, capsys):
+    from cfm_core.checkpoint import read_config
+    from helpers import tiny_config
+
+    bundled_config = read_config(bundled.bundled_model_path())  # residual prediction
+    assert bundled_config.prediction == "residual"
+    assert all(bundled_config.solver_caveat(s) for s in ("heun", "rk4"))
+    assert not any(bundled_config.solver_caveat(s) for s in ("euler", "midpoint", "dopri5"))
+    assert tiny_config().solver_caveat("heun") is None  # velocity prediction: heun is fine
+    src = save_rgb(tmp_path / "in.png", 32, 32)
+    assert upscale(src, "-o", tmp_path / "a.png", "--solver", "heun", "--steps", "1") == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "solver heun evaluates the velocity at t = 1" in warning[0]
+    assert upscale(src, "-o", tmp_path / "b.png", "--solver", "heun", "--steps", "1", "--quiet") == 0
+    assert upscale(src, "-o", tmp_path / "c.png", "--solver", "midpoint", "--steps", "1") == 0
+    assert "warning:" not in capsys.readouterr().err

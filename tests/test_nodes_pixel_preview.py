@@ -197,3 +197,13 @@ def test_pixel_model_in_a_latent_graph_previews_the_image(comfy):
     calls = record_progress(comfy)
     node(comfy, "CFMBoost").boost({"samples": raw_latent(1, size=8)}, comfy.sd.VAE(), handle, "euler", 2)
     assert [preview[1].size for _, _, preview in calls] == [(128, 128), (128, 128)]
+
+
+def test_a_residual_model_asked_for_heun_is_warned_about_in_the_log(comfy, caplog):
+    handle = install(comfy, make_model(kind="space_to_depth", prediction="residual"), "residual.safetensors")[0]
+    image = torch.rand(1, 16, 16, 3)
+    with caplog.at_level("WARNING", logger="cfm_boost"):
+        node(comfy, "CFMUpscaleImage").upscale(image, handle, "euler", 1, 0)
+        assert not caplog.records
+        node(comfy, "CFMUpscaleImage").upscale(image, handle, "heun", 1, 0)
+    assert len(caplog.records) == 1 and "solver heun evaluates the velocity at t = 1" in caplog.records[0].message

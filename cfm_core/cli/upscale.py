@@ -152,6 +152,9 @@ def run(args: argparse.Namespace) -> int:
                         noise_step=args.noise_step, tile=args.tile, overlap=args.overlap,
                         drop_alpha=args.drop_alpha, overwrite=args.overwrite,
                         contrast_norm=not args.no_contrast_norm)
+    caveat = config.solver_caveat(config.solve_plan(args.solver, args.steps)[0])
+    if caveat and not args.quiet:
+        print(f"warning: {caveat}", file=sys.stderr)
     with torch.inference_mode():
         model, space = load(model_path, args.vae, device, dtype, vae_bf16=args.dtype == "bf16")
         return process(jobs, model, space, settings, quiet=args.quiet)
