@@ -414,8 +414,9 @@ def test_exif_orientation_is_applied(models, tmp_path):
 
 
 def test_solvers_that_evaluate_at_t1_are_flagged_for_residual_models(tmp_path, capsys):
-    from cfm_core.checkpoint import read_config
     from helpers import tiny_config
+
+    from cfm_core.checkpoint import read_config
 
     bundled_config = read_config(bundled.bundled_model_path())  # residual prediction
     assert bundled_config.prediction == "residual"
