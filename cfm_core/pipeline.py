@@ -51,9 +51,9 @@ def boost(model: CFMModel, z_up: torch.Tensor, *, solver: str | None = None, ste
     solver, steps = cfg.solve_plan(solver, steps)
     noise_step = cfg.noise_step if noise_step is None else noise_step
     z_up = z_up.to(model.device, torch.float32)
-    if x0 is not None and x0.shape != z_up.shape:
-        raise CFMError(f"start latent {tuple(x0.shape)} and context {tuple(z_up.shape)} differ in shape")
     if x0 is not None:
+        if x0.shape != z_up.shape:
+            raise CFMError(f"start latent {tuple(x0.shape)} and context {tuple(z_up.shape)} differ in shape")
         model.check_latent(x0, "start latent x0")  # NaN/inf from an upstream node
     contrast = None
     if cfg.contrast_reference is not None and contrast_norm:
