@@ -25,6 +25,12 @@ from .solvers import StepInfo
 CONTRAST_GAIN_MAX = 8.0
 
 
+def contrast(z: torch.Tensor) -> torch.Tensor:
+    """σ per sample of (B, C, H, W): sqrt(mean_{c,h,w} (z − μ_c)²), μ_c the channel means (the σ_b above)."""
+    z = z.float()
+    return (z - z.mean((2, 3), keepdim=True)).pow(2).mean((1, 2, 3)).sqrt()
+
+
 @dataclass(frozen=True)
 class ContrastGain:
     """The per-sample affine map z ↦ μ + g·(z − μ) and its inverse."""
@@ -35,11 +41,9 @@ class ContrastGain:
     @classmethod
     def measure(cls, z_up: torch.Tensor, reference: float, max_gain: float = CONTRAST_GAIN_MAX) -> ContrastGain:
         """The map that brings each sample of ``z_up`` (B, C, H, W) up to contrast ``reference`` (never down)."""
-        z = z_up.float()
-        mean = z.mean((2, 3), keepdim=True)
-        sigma = (z - mean).pow(2).mean((1, 2, 3), keepdim=True).sqrt()
-        gain = (reference / sigma.clamp_min(1e-12)).clamp(1.0, max_gain)
-        return cls(mean, gain)
+        mean = z_up.float().mean((2, 3), keepdim=True)
+        gain = (reference / contrast(z_up).clamp_min(1e-12)).clamp(1.0, max_gain)
+        return cls(mean, gain.reshape(-1, 1, 1, 1))
 
     @property
     def identity(self) -> bool:

@@ -12,6 +12,7 @@ import dataclasses
 import torch
 
 from cfm_core import load_model
+from cfm_core.contrast import contrast
 from cfm_core.images import list_images, load_image
 from cfm_core.train.train import export_model
 
@@ -27,8 +28,7 @@ def median_contrast(folder: str, crop: int, crops_per_image: int = 4, seed: int 
             continue
         for _ in range(crops_per_image):
             top, left = (int(torch.randint(n - crop + 1, (1,), generator=gen)) for n in (h, w))
-            x = image[:, top:top + crop, left:left + crop]
-            sigmas.append(float((x - x.mean((1, 2), keepdim=True)).pow(2).mean().sqrt()))
+            sigmas.append(float(contrast(image[None, :, top:top + crop, left:left + crop])[0]))
     return float(torch.tensor(sigmas).median())
 
 

@@ -11,7 +11,7 @@ from helpers import default_latent, tiny_model
 
 from cfm_core.autoencoders import SpaceToDepth
 from cfm_core.checkpoint import load_model, read_config, save_model
-from cfm_core.contrast import CONTRAST_GAIN_MAX, ContrastGain
+from cfm_core.contrast import CONTRAST_GAIN_MAX, ContrastGain, contrast
 from cfm_core.errors import CFMError
 from cfm_core.pipeline import boost
 
@@ -20,10 +20,6 @@ def pixel_model(reference: float | None, seed: int = 0):
     model = tiny_model(latent=SpaceToDepth(2).spec, seed=seed)
     model.config = dataclasses.replace(model.config, contrast_reference=reference)
     return model
-
-
-def contrast(z: torch.Tensor) -> torch.Tensor:
-    return (z - z.mean((2, 3), keepdim=True)).pow(2).mean((1, 2, 3)).sqrt()
 
 
 def image(seed: int = 0, shape=(1, 12, 16, 16)) -> torch.Tensor:
