@@ -265,3 +265,49 @@ def test_low_contrast_fades_crops_towards_their_mean(photo_dir, tmp_path, capsys
     assert 2 <= half_faded <= 14
     assert _train(photo_dir, tmp_path / "a", "--max-steps", "1", "--low-contrast", "2") == 2
     assert "--low-contrast 2.0 is not a probability" in capsys.readouterr().err
+
+
+def test_grain_adds_gaussian_noise_to_the_high_res_crop(photo_dir, capsys):
+    from cfm_core.train.data import GRAIN_RANGE, PairSource, PairSpec, scan_images
+
+    paths = scan_images(photo_dir, 32)
+    plain = PairSource(paths, PairSpec(crop=32), seed=0)
+    grainy = PairSource(paths, PairSpec(crop=32, grain=1.0), seed=0)
+    half = PairSource(paths, PairSpec(crop=32, grain=0.5), seed=0)
+    sigmas, half_grainy = [], 0
+    for i in range(16):
+        (h0, u0), (h1, u1) = plain.pixels(i), grainy.pixels(i)
+        noise = (h1 - h0) / 2  # pixels are in [-1, 1]; grain σ is in [0, 1] units
+        assert abs(float(noise.mean())) < 4 * float(noise.std()) / noise.numel() ** 0.5 + 1e-6  # zero-mean
+        sigma = float(noise.std())
+        assert GRAIN_RANGE[0] * 0.9 <= sigma <= GRAIN_RANGE[1] * 1.1
+        sigmas.append(sigma)
+        assert not torch.equal(u1, u0)  # the low-res partner is made from the grainy crop
+        assert float((u1 - u0).std()) < sigma * 2  # …and carries only its average: less grain than the crop
+        half_grainy += not torch.equal(half.pixels(i)[0], h0)
+    assert min(sigmas) < 3 / 255 < max(sigmas)  # log-uniform over the range
+    assert 2 <= half_grainy <= 14
+    with pytest.raises(CFMError, match="--grain 1.5 is not a probability"):
+        PairSpec(grain=1.5)
+
+
+def test_training_times_on_the_solver_grid():
+    from cfm_core.train.train import training_times
+
+    uniform = training_times(4096, torch.Generator().manual_seed(3))
+    assert torch.equal(uniform, torch.rand(4096, generator=torch.Generator().manual_seed(3)))  # grid 0: as before
+    t = training_times(4096, torch.Generator().manual_seed(3), grid=8, fraction=0.5)
+    on = (t * 8 - (t * 8).round()).abs() < 1e-6
+    assert 0.45 < float(on.float().mean()) < 0.56  # half on the grid (uniform times hit it with probability 0)
+    assert set((t[on] * 8).round().int().tolist()) == set(range(8))  # every grid time 0, 1/8, …, 7/8, never 1
+    assert ((t >= 0) & (t < 1)).all()
+    assert torch.equal(t[~on], uniform[~on])  # the others keep their uniform draw
+    every = training_times(64, torch.Generator().manual_seed(0), grid=4, fraction=1.0)
+    assert set((every * 4).tolist()) <= {0.0, 1.0, 2.0, 3.0}
+
+
+def test_t_grid_flags_are_checked(photo_dir, tmp_path, capsys):
+    assert _train(photo_dir, tmp_path / "a", "--max-steps", "1", "--t-grid", "4", "--t-grid-fraction", "2") == 2
+    assert "--t-grid-fraction 2 is not a probability" in capsys.readouterr().err
+    assert _train(photo_dir, tmp_path / "b", "--max-steps", "1", "--t-grid", "4", "--objective", "l2") == 2
+    assert "--t-grid has no effect on --objective l2" in capsys.readouterr().err

@@ -2,7 +2,9 @@
 
 A sample is a random square crop (and random horizontal flip) of a high-res image, with probability
 ``PairSpec.low_contrast`` faded towards its mean colour by a factor drawn log-uniformly from ``LOW_CONTRAST_RANGE``
-(so the network sees flat, low-contrast content and learns to add less detail there); its low-res partner is the
+(so the network sees flat, low-contrast content and learns to add less detail there), then with probability
+``PairSpec.grain`` given Gaussian grain of a standard deviation drawn log-uniformly from ``GRAIN_RANGE`` (the sensor
+noise of a photo, unpredictable from the low-res crop, so the network learns not to sharpen it); its low-res partner is the
 crop downsampled by the model's factor with a kernel drawn per crop from ``PairSpec.downsample``. The model's
 start point comes from the *bilinear upsample of that low-res crop* encoded into the latent space (PSU without the
 decode, as the official training does), the target from the crop itself, both through the posterior mean.
@@ -34,13 +36,16 @@ class PairSpec:
     factor: int = 2
     downsample: tuple[str, ...] = ("bilinear-aa",)  # kernels; each crop draws one (see upsample.DOWNSAMPLE_KERNELS)
     low_contrast: float = 0.0  # probability that a crop's contrast is scaled down (see LOW_CONTRAST_RANGE)
+    grain: float = 0.0  # probability that a crop gets Gaussian grain (see GRAIN_RANGE)
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.low_contrast <= 1.0:
-            raise CFMError(f"--low-contrast {self.low_contrast} is not a probability; use a value in [0, 1]")
+        for flag, p in (("--low-contrast", self.low_contrast), ("--grain", self.grain)):
+            if not 0.0 <= p <= 1.0:
+                raise CFMError(f"{flag} {p} is not a probability; use a value in [0, 1]")
 
 
 LOW_CONTRAST_RANGE = (0.02, 1.0)  # contrast factor s of a faded crop, log-uniform: mean + s·(crop − mean)
+GRAIN_RANGE = (0.5 / 255, 12 / 255)  # grain σ in [0, 1] pixel units (0.5–12 grey levels of 255), log-uniform
 
 
 def scan_images(folder: str | list[str], min_side: int) -> list[str]:
@@ -99,6 +104,10 @@ class PairSource:
             s = float(torch.empty(()).uniform_(lo, hi, generator=gen).exp())
             mean = crop.mean((1, 2), keepdim=True)
             crop = mean + s * (crop - mean)
+        if self.spec.grain and torch.rand((), generator=gen) < self.spec.grain:
+            lo, hi = (torch.tensor(GRAIN_RANGE).log()).tolist()
+            sigma = float(torch.empty(()).uniform_(lo, hi, generator=gen).exp())
+            crop = crop + sigma * torch.randn(crop.shape, generator=gen)
         high = crop[None]
         kernels = self.spec.downsample
         kernel = kernels[int(torch.randint(len(kernels), (1,), generator=gen))] if len(kernels) > 1 else kernels[0]
@@ -152,7 +161,8 @@ class LatentCache:
                 "factor": self.pairs.spec.factor, "space": self.space.spec.to_dict(), "images": len(self.pairs.paths),
                 "downsample": list(self.pairs.spec.downsample),
                 "degrade": self.pairs.degradation.to_spec() if self.pairs.degradation else "none",
-                **({"low_contrast": self.pairs.spec.low_contrast} if self.pairs.spec.low_contrast else {})}
+                **({"low_contrast": self.pairs.spec.low_contrast} if self.pairs.spec.low_contrast else {}),
+                **({"grain": self.pairs.spec.grain} if self.pairs.spec.grain else {})}
 
     def build(self, progress: bool = True) -> None:
         """Encode every missing shard. Finished shards are kept, so an interrupted build resumes."""

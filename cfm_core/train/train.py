@@ -55,6 +55,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--low-contrast", type=float, default=0.0, metavar="P",
                    help="probability that a crop is faded towards its mean colour (contrast × 0.02–1, log-uniform) "
                         "so the model learns to leave flat images flat (default 0)")
+    g.add_argument("--grain", type=float, default=0.0, metavar="P",
+                   help="probability that a crop gets Gaussian grain (σ 0.5–12 grey levels, log-uniform) so the "
+                        "model learns not to sharpen sensor noise (default 0)")
     g.add_argument("--degrade", default=None,
                    help="low-res degradations for real-world SR, e.g. 'blur=0.2-1.5,noise=0-0.03,jpeg=60-95'")
     g.add_argument("--cache-dir", default=None, help="latent cache folder for VAE spaces (default OUT/cache)")
@@ -88,6 +91,11 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="network output: velocity (official) or residual x̂1 − z_up (easier for small nets)")
     g.add_argument("--weighting", default="velocity", choices=WEIGHTINGS,
                    help="loss over t: velocity MSE (official) or x1 (= MSE of x̂1; equal weight for few-step times)")
+    g.add_argument("--t-grid", type=int, default=0, metavar="N",
+                   help="draw a share of the training times from the Euler grid {0, 1/N, …, (N−1)/N}, where an "
+                        "N-step (and N/2-, N/4-step) solve evaluates the network (default 0: all uniform)")
+    g.add_argument("--t-grid-fraction", type=float, default=0.5, metavar="P",
+                   help="the share of training times on the --t-grid (default 0.5)")
     g.add_argument("--default-steps", type=int, default=4, help="integration steps stored as the model's default")
     g.add_argument("--default-solver", default="euler", help="solver stored as the model's default")
     g.add_argument("--init-from", default=None, help="start from this CFM .safetensors (fine-tuning)")
@@ -177,6 +185,17 @@ def fold_context_input(state: dict, channels: int) -> dict:
     w[:, channels:] += w[:, :channels]
     w[:, :channels] = 0
     return {**state, key: w}
+
+
+def training_times(n: int, gen: torch.Generator, grid: int = 0, fraction: float = 0.5) -> torch.Tensor:
+    """The times t of a global batch of ``n``: uniform on [0, 1), and with ``grid`` N > 0 a share ``fraction`` of
+    them moved onto the Euler grid {0, 1/N, …, (N−1)/N}, the only times an N-step solve (and an N/2-, N/4-, …
+    step one) evaluates the network at. ``grid`` 0 draws exactly the uniform times of earlier versions."""
+    t = torch.rand(n, generator=gen)
+    if grid:
+        on = torch.rand(n, generator=gen) < fraction
+        t = torch.where(on, torch.randint(grid, (n,), generator=gen) / grid, t)
+    return t
 
 
 def pick_device(name: str) -> torch.device:
@@ -344,6 +363,7 @@ def check_arguments(args: argparse.Namespace) -> None:
                              ("--max-steps", args.max_steps, 1), ("--save-every", args.save_every, 1),
                              ("--log-every", args.log_every, 1), ("--crop", args.crop, 1),
                              ("--warmup", args.warmup, 0), ("--ema-start", args.ema_start, 0),
+                             ("--t-grid", args.t_grid, 0),
                              ("--threads", args.threads if args.threads is not None else 0, 0),
                              ("--cache-size", args.cache_size if args.cache_size is not None else 1, 1)):
         if value < low:
@@ -352,6 +372,10 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise CFMError(f"--threads {args.threads} is more than 1024; use at most one per CPU core")
     if not (math.isfinite(args.lr) and args.lr > 0):
         raise CFMError(f"--lr {args.lr:g} must be a positive number")
+    if not 0.0 <= args.t_grid_fraction <= 1.0:
+        raise CFMError(f"--t-grid-fraction {args.t_grid_fraction:g} is not a probability; use a value in [0, 1]")
+    if args.t_grid and args.objective in ("l1", "l2"):
+        raise CFMError(f"--t-grid has no effect on --objective {args.objective} (it trains at t = 0 only); drop it")
     if not 0.0 <= args.ema_decay <= 1.0:
         raise CFMError(f"--ema-decay {args.ema_decay:g} must lie in [0, 1] (official 0.999)")
     if args.max_minutes is not None and not args.max_minutes > 0:
@@ -481,7 +505,7 @@ class Trainer:
     def _data(self):
         a = self.args
         spec = PairSpec(crop=a.crop, factor=a.factor, downsample=parse_kernels(a.downsample),
-                        low_contrast=a.low_contrast)
+                        low_contrast=a.low_contrast, grain=a.grain)
         degradation = None
         if a.degrade:
             from .degrade import Degradation
@@ -508,7 +532,7 @@ class Trainer:
         G = B * a.grad_accum * self.world
         first = self.step * G
         gen = torch.Generator().manual_seed(mix64(a.seed, self.step, 0x71))
-        t_all = torch.rand(G, generator=gen)
+        t_all = training_times(G, gen, a.t_grid, a.t_grid_fraction)
         lr = learning_rate(self.step, a.lr, a.warmup, a.lr_schedule, total=a.max_steps, decay_from=a.decay_from,
                            minimum=a.lr_min)
         for group in self.optim.param_groups:
@@ -554,7 +578,9 @@ class Trainer:
         return {"steps": self.step, "global_batch": a.batch_size * a.grad_accum * self.world, "lr": a.lr,
                 "lr_schedule": a.lr_schedule, "decay_from": a.decay_from, "objective": a.objective,
                 "weighting": a.weighting, "crop": a.crop, "downsample": ",".join(parse_kernels(a.downsample)),
-                "degrade": a.degrade, "low_contrast": a.low_contrast, "images": self.num_images, "seed": a.seed,
+                "degrade": a.degrade, "low_contrast": a.low_contrast, "grain": a.grain,
+                "t_grid": a.t_grid, "t_grid_fraction": a.t_grid_fraction if a.t_grid else None,
+                "images": self.num_images, "seed": a.seed,
                 "init_from": a.init_from,
                 "seconds": round(elapsed, 1), "final_loss": round(last_loss, 6), "precision": self.precision,
                 "processes": self.world, "device": str(self.device), "machine": platform.processor() or
