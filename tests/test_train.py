@@ -244,13 +244,18 @@ def test_emulated_cpu_autocast_is_named_with_the_fix(monkeypatch):
     assert train.slow_cpu_autocast("bf16", cpu) is None
 
 
-def test_low_contrast_fades_crops_towards_their_mean(photo_dir, tmp_path, capsys):
-    from cfm_core.train.data import LOW_CONTRAST_RANGE, PairSource, PairSpec, scan_images
+def _sources_with(photo_dir, option):
+    """Pair sources with PairSpec ``option`` at probability 0, 1 and 0.5, same seed (same crops)."""
+    from cfm_core.train.data import PairSource, PairSpec, scan_images
 
     paths = scan_images(photo_dir, 32)
-    plain = PairSource(paths, PairSpec(crop=32), seed=0)
-    faded = PairSource(paths, PairSpec(crop=32, low_contrast=1.0), seed=0)
-    half = PairSource(paths, PairSpec(crop=32, low_contrast=0.5), seed=0)
+    return [PairSource(paths, PairSpec(crop=32, **{option: p}), seed=0) for p in (0.0, 1.0, 0.5)]
+
+
+def test_low_contrast_fades_crops_towards_their_mean(photo_dir, tmp_path, capsys):
+    from cfm_core.train.data import LOW_CONTRAST_RANGE
+
+    plain, faded, half = _sources_with(photo_dir, "low_contrast")
     factors, half_faded = [], 0
     for i in range(16):
         h0, h1, hh = plain.pixels(i)[0], faded.pixels(i)[0], half.pixels(i)[0]
@@ -268,12 +273,9 @@ def test_low_contrast_fades_crops_towards_their_mean(photo_dir, tmp_path, capsys
 
 
 def test_grain_adds_gaussian_noise_to_the_high_res_crop(photo_dir, capsys):
-    from cfm_core.train.data import GRAIN_RANGE, PairSource, PairSpec, scan_images
+    from cfm_core.train.data import GRAIN_RANGE, PairSpec
 
-    paths = scan_images(photo_dir, 32)
-    plain = PairSource(paths, PairSpec(crop=32), seed=0)
-    grainy = PairSource(paths, PairSpec(crop=32, grain=1.0), seed=0)
-    half = PairSource(paths, PairSpec(crop=32, grain=0.5), seed=0)
+    plain, grainy, half = _sources_with(photo_dir, "grain")
     sigmas, half_grainy = [], 0
     for i in range(16):
         (h0, u0), (h1, u1) = plain.pixels(i), grainy.pixels(i)

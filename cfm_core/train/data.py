@@ -4,8 +4,8 @@ A sample is a random square crop (and random horizontal flip) of a high-res imag
 ``PairSpec.low_contrast`` faded towards its mean colour by a factor drawn log-uniformly from ``LOW_CONTRAST_RANGE``
 (so the network sees flat, low-contrast content and learns to add less detail there), then with probability
 ``PairSpec.grain`` given Gaussian grain of a standard deviation drawn log-uniformly from ``GRAIN_RANGE`` (the sensor
-noise of a photo, unpredictable from the low-res crop, so the network learns not to sharpen it); its low-res partner is the
-crop downsampled by the model's factor with a kernel drawn per crop from ``PairSpec.downsample``. The model's
+noise of a photo, unpredictable from the low-res crop, so the network learns not to sharpen it); its low-res partner
+is the crop downsampled by the model's factor with a kernel drawn per crop from ``PairSpec.downsample``. The model's
 start point comes from the *bilinear upsample of that low-res crop* encoded into the latent space (PSU without the
 decode, as the official training does), the target from the crop itself, both through the posterior mean.
 
