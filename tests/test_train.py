@@ -313,3 +313,20 @@ def test_t_grid_flags_are_checked(photo_dir, tmp_path, capsys):
     assert "--t-grid-fraction 2 is not a probability" in capsys.readouterr().err
     assert _train(photo_dir, tmp_path / "b", "--max-steps", "1", "--t-grid", "4", "--objective", "l2") == 2
     assert "--t-grid has no effect on --objective l2" in capsys.readouterr().err
+
+
+def test_soft_blurs_the_high_res_crop(photo_dir, capsys):
+    from cfm_core.train.data import SOFT_RANGE, PairSpec
+    from cfm_core.train.degrade import gaussian_blur
+
+    plain, soft, half = _sources_with(photo_dir, "soft")
+    half_soft = 0
+    for i in range(16):
+        h0, h1 = plain.pixels(i)[0], soft.pixels(i)[0]
+        fits = [float((gaussian_blur(h0, s) - h1).abs().max()) for s in torch.linspace(*SOFT_RANGE, 200).tolist()]
+        assert min(fits) < 0.02  # h1 is h0 blurred by a σ in the range (the grid is 200 values across it)
+        assert float((h1[:, 1:] - h1[:, :-1]).abs().mean()) < float((h0[:, 1:] - h0[:, :-1]).abs().mean())
+        half_soft += not torch.equal(half.pixels(i)[0], h0)
+    assert 2 <= half_soft <= 14
+    with pytest.raises(CFMError, match="--soft -1 is not a probability"):
+        PairSpec(soft=-1)

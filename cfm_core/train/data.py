@@ -4,8 +4,10 @@ A sample is a random square crop (and random horizontal flip) of a high-res imag
 ``PairSpec.low_contrast`` faded towards its mean colour by a factor drawn log-uniformly from ``LOW_CONTRAST_RANGE``
 (so the network sees flat, low-contrast content and learns to add less detail there), then with probability
 ``PairSpec.grain`` given Gaussian grain of a standard deviation drawn log-uniformly from ``GRAIN_RANGE`` (the sensor
-noise of a photo, unpredictable from the low-res crop, so the network learns not to sharpen it); its low-res partner
-is the crop downsampled by the model's factor with a kernel drawn per crop from ``PairSpec.downsample``. The model's
+noise of a photo, unpredictable from the low-res crop, so the network learns not to sharpen it), and with
+probability ``PairSpec.soft`` blurred by a Gaussian of σ drawn log-uniformly from ``SOFT_RANGE`` pixels (an image with
+no detail at its own resolution, optically soft or already upscaled, so the network learns to add none); its
+low-res partner is the crop downsampled by the model's factor with a kernel drawn per crop from ``PairSpec.downsample``. The model's
 start point comes from the *bilinear upsample of that low-res crop* encoded into the latent space (PSU without the
 decode, as the official training does), the target from the crop itself, both through the posterior mean.
 
@@ -28,6 +30,7 @@ from ..checkpoint import atomic_write
 from ..errors import CFMError
 from ..images import MAX_PIXELS, list_images, load_image
 from ..upsample import make_low_res, resize_pixels
+from .degrade import gaussian_blur
 
 
 @dataclass(frozen=True)
@@ -37,15 +40,17 @@ class PairSpec:
     downsample: tuple[str, ...] = ("bilinear-aa",)  # kernels; each crop draws one (see upsample.DOWNSAMPLE_KERNELS)
     low_contrast: float = 0.0  # probability that a crop's contrast is scaled down (see LOW_CONTRAST_RANGE)
     grain: float = 0.0  # probability that a crop gets Gaussian grain (see GRAIN_RANGE)
+    soft: float = 0.0  # probability that a crop is blurred (see SOFT_RANGE)
 
     def __post_init__(self) -> None:
-        for flag, p in (("--low-contrast", self.low_contrast), ("--grain", self.grain)):
+        for flag, p in (("--low-contrast", self.low_contrast), ("--grain", self.grain), ("--soft", self.soft)):
             if not 0.0 <= p <= 1.0:
                 raise CFMError(f"{flag} {p} is not a probability; use a value in [0, 1]")
 
 
 LOW_CONTRAST_RANGE = (0.02, 1.0)  # contrast factor s of a faded crop, log-uniform: mean + s·(crop − mean)
 GRAIN_RANGE = (0.5 / 255, 12 / 255)  # grain σ in [0, 1] pixel units (0.5–12 grey levels of 255), log-uniform
+SOFT_RANGE = (0.4, 3.0)  # Gaussian blur σ of a soft crop, in high-res pixels, log-uniform
 
 
 def scan_images(folder: str | list[str], min_side: int) -> list[str]:
@@ -108,6 +113,9 @@ class PairSource:
             lo, hi = (torch.tensor(GRAIN_RANGE).log()).tolist()
             sigma = float(torch.empty(()).uniform_(lo, hi, generator=gen).exp())
             crop = crop + sigma * torch.randn(crop.shape, generator=gen)
+        if self.spec.soft and torch.rand((), generator=gen) < self.spec.soft:
+            lo, hi = (torch.tensor(SOFT_RANGE).log()).tolist()
+            crop = gaussian_blur(crop, float(torch.empty(()).uniform_(lo, hi, generator=gen).exp()))
         high = crop[None]
         kernels = self.spec.downsample
         kernel = kernels[int(torch.randint(len(kernels), (1,), generator=gen))] if len(kernels) > 1 else kernels[0]
@@ -162,7 +170,8 @@ class LatentCache:
                 "downsample": list(self.pairs.spec.downsample),
                 "degrade": self.pairs.degradation.to_spec() if self.pairs.degradation else "none",
                 **({"low_contrast": self.pairs.spec.low_contrast} if self.pairs.spec.low_contrast else {}),
-                **({"grain": self.pairs.spec.grain} if self.pairs.spec.grain else {})}
+                **({"grain": self.pairs.spec.grain} if self.pairs.spec.grain else {}),
+                **({"soft": self.pairs.spec.soft} if self.pairs.spec.soft else {})}
 
     def build(self, progress: bool = True) -> None:
         """Encode every missing shard. Finished shards are kept, so an interrupted build resumes."""

@@ -58,6 +58,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--grain", type=float, default=0.0, metavar="P",
                    help="probability that a crop gets Gaussian grain (σ 0.5–12 grey levels, log-uniform) so the "
                         "model learns not to sharpen sensor noise (default 0)")
+    g.add_argument("--soft", type=float, default=0.0, metavar="P",
+                   help="probability that a crop is blurred (Gaussian σ 0.4–3 px, log-uniform) so the model learns "
+                        "to add no detail to soft or already-upscaled images (default 0)")
     g.add_argument("--degrade", default=None,
                    help="low-res degradations for real-world SR, e.g. 'blur=0.2-1.5,noise=0-0.03,jpeg=60-95'")
     g.add_argument("--cache-dir", default=None, help="latent cache folder for VAE spaces (default OUT/cache)")
@@ -505,7 +508,8 @@ class Trainer:
     def _data(self):
         a = self.args
         spec = PairSpec(crop=a.crop, factor=a.factor, downsample=parse_kernels(a.downsample),
-                        low_contrast=a.low_contrast, grain=a.grain)
+                        low_contrast=a.low_contrast, grain=a.grain,
+                        soft=a.soft)
         degradation = None
         if a.degrade:
             from .degrade import Degradation
@@ -578,7 +582,7 @@ class Trainer:
         return {"steps": self.step, "global_batch": a.batch_size * a.grad_accum * self.world, "lr": a.lr,
                 "lr_schedule": a.lr_schedule, "decay_from": a.decay_from, "objective": a.objective,
                 "weighting": a.weighting, "crop": a.crop, "downsample": ",".join(parse_kernels(a.downsample)),
-                "degrade": a.degrade, "low_contrast": a.low_contrast, "grain": a.grain,
+                "degrade": a.degrade, "low_contrast": a.low_contrast, "grain": a.grain, "soft": a.soft,
                 "t_grid": a.t_grid, "t_grid_fraction": a.t_grid_fraction if a.t_grid else None,
                 "images": self.num_images, "seed": a.seed,
                 "init_from": a.init_from,
