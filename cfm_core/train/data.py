@@ -7,8 +7,8 @@ A sample is a random square crop (and random horizontal flip) of a high-res imag
 noise of a photo, unpredictable from the low-res crop, so the network learns not to sharpen it), and with
 probability ``PairSpec.soft`` blurred by a Gaussian of σ drawn log-uniformly from ``SOFT_RANGE`` pixels (an image with
 no detail at its own resolution, optically soft or already upscaled, so the network learns to add none); its
-low-res partner is the crop downsampled by the model's factor with a kernel drawn per crop from ``PairSpec.downsample``. The model's
-start point comes from the *bilinear upsample of that low-res crop* encoded into the latent space (PSU without the
+low-res partner is the crop downsampled by the model's factor with a kernel drawn per crop from
+``PairSpec.downsample``. The model's start point comes from the *bilinear upsample of that low-res crop* encoded into the latent space (PSU without the
 decode, as the official training does), the target from the crop itself, both through the posterior mean.
 
 Every sample is a pure function of (seed, global sample index), so the data order does not depend on how many
