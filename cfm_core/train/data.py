@@ -8,8 +8,9 @@ noise of a photo, unpredictable from the low-res crop, so the network learns not
 probability ``PairSpec.soft`` blurred by a Gaussian of σ drawn log-uniformly from ``SOFT_RANGE`` pixels (an image with
 no detail at its own resolution, optically soft or already upscaled, so the network learns to add none); its
 low-res partner is the crop downsampled by the model's factor with a kernel drawn per crop from
-``PairSpec.downsample``. The model's start point comes from the *bilinear upsample of that low-res crop* encoded into the latent space (PSU without the
-decode, as the official training does), the target from the crop itself, both through the posterior mean.
+``PairSpec.downsample``. The model's start point comes from the *bilinear upsample of that low-res crop* encoded into
+the latent space (PSU without the decode, as the official training does), the target from the crop itself, both
+through the posterior mean.
 
 Every sample is a pure function of (seed, global sample index), so the data order does not depend on how many
 processes share a batch, and a resumed run sees exactly the batches it would have seen.
