@@ -12,6 +12,7 @@ usage: python scripts/make_flat_images.py OUT_DIR IMAGE... [--contrast 0.1 0.25]
 """
 import argparse
 import hashlib
+import itertools
 import os
 import sys
 
@@ -56,17 +57,16 @@ def main(argv=None) -> int:
             print(f"error: cannot read {path}: {exc}", file=sys.stderr)
             return 2
         stem = os.path.splitext(os.path.basename(path))[0]
-        for c, g, b in [(c, g, b) for b in a.blur for c in a.contrast for g in a.grain]:
-            if True:
-                name = f"{stem}{f'-b{b:g}' if b else ''}-c{c:g}-g{g:g}.png"
-                dst = os.path.join(a.out, name)
-                if os.path.exists(dst) and not a.overwrite:
-                    print(f"error: {dst} exists; pass --overwrite to replace it", file=sys.stderr)
-                    return 2
-                seed = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
-                img = Image.fromarray(flat_version(rgb, c, g, seed, b))
-                atomic_write(dst, lambda f, img=img: img.save(f, format="PNG"))
-                made += 1
+        for b, c, g in itertools.product(a.blur, a.contrast, a.grain):
+            name = f"{stem}{f'-b{b:g}' if b else ''}-c{c:g}-g{g:g}.png"
+            dst = os.path.join(a.out, name)
+            if os.path.exists(dst) and not a.overwrite:
+                print(f"error: {dst} exists; pass --overwrite to replace it", file=sys.stderr)
+                return 2
+            seed = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
+            img = Image.fromarray(flat_version(rgb, c, g, seed, b))
+            atomic_write(dst, lambda f, img=img: img.save(f, format="PNG"))
+            made += 1
     print(f"{made} images in {a.out}")
     return 0
 

@@ -90,6 +90,15 @@ def _load_rgb(path: str) -> torch.Tensor:
     return load_image(path, keep_alpha=False).rgb
 
 
+def _maybe_log_uniform(p: float, bounds: tuple[float, float], gen: torch.Generator) -> float | None:
+    """With probability ``p`` a value drawn log-uniformly from ``bounds``, else None (``p`` 0 draws nothing, so the
+    sample stream of a run without the option is unchanged)."""
+    if not p or not torch.rand((), generator=gen) < p:
+        return None
+    lo, hi = torch.tensor(bounds).log().tolist()
+    return float(torch.empty(()).uniform_(lo, hi, generator=gen).exp())
+
+
 class PairSource:
     """Deterministic (high-res crop, upsampled low-res crop) pixel pairs in [-1, 1]."""
 
@@ -105,18 +114,13 @@ class PairSource:
         crop = image[:, top:top + c, left:left + c]
         if torch.rand((), generator=gen) < 0.5:
             crop = crop.flip(-1)
-        if self.spec.low_contrast and torch.rand((), generator=gen) < self.spec.low_contrast:
-            lo, hi = (torch.tensor(LOW_CONTRAST_RANGE).log()).tolist()
-            s = float(torch.empty(()).uniform_(lo, hi, generator=gen).exp())
+        if (s := _maybe_log_uniform(self.spec.low_contrast, LOW_CONTRAST_RANGE, gen)) is not None:
             mean = crop.mean((1, 2), keepdim=True)
             crop = mean + s * (crop - mean)
-        if self.spec.grain and torch.rand((), generator=gen) < self.spec.grain:
-            lo, hi = (torch.tensor(GRAIN_RANGE).log()).tolist()
-            sigma = float(torch.empty(()).uniform_(lo, hi, generator=gen).exp())
+        if (sigma := _maybe_log_uniform(self.spec.grain, GRAIN_RANGE, gen)) is not None:
             crop = crop + sigma * torch.randn(crop.shape, generator=gen)
-        if self.spec.soft and torch.rand((), generator=gen) < self.spec.soft:
-            lo, hi = (torch.tensor(SOFT_RANGE).log()).tolist()
-            crop = gaussian_blur(crop, float(torch.empty(()).uniform_(lo, hi, generator=gen).exp()))
+        if (sigma := _maybe_log_uniform(self.spec.soft, SOFT_RANGE, gen)) is not None:
+            crop = gaussian_blur(crop, sigma)
         high = crop[None]
         kernels = self.spec.downsample
         kernel = kernels[int(torch.randint(len(kernels), (1,), generator=gen))] if len(kernels) > 1 else kernels[0]

@@ -508,8 +508,7 @@ class Trainer:
     def _data(self):
         a = self.args
         spec = PairSpec(crop=a.crop, factor=a.factor, downsample=parse_kernels(a.downsample),
-                        low_contrast=a.low_contrast, grain=a.grain,
-                        soft=a.soft)
+                        low_contrast=a.low_contrast, grain=a.grain, soft=a.soft)
         degradation = None
         if a.degrade:
             from .degrade import Degradation
