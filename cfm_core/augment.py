@@ -4,17 +4,28 @@
     x0 = √ᾱ · z_up + √(1 − ᾱ) · ε
 
 Only x0 is noised; the network's context stays the clean z_up. The same augmentation runs at inference.
+
+Detail-adaptive noise (inference only, ``CFMConfig.noise_detail``): the step becomes a map that falls off where the
+low-res image has little detail, so flat regions are not given texture that is not there,
+
+    D = sqrt(box_w(mean_c (z − box_3(z))²)),   step(x) = noise_step · clip(D(x) / D_ref, 0, 1),
+
+D the local RMS of z_up's high-pass over a w × w window (w = ``DETAIL_WINDOW``), measured on the caller's z_up
+(before any contrast normalisation, so it is the image's own detail), and ᾱ(x) the same schedule at the
+fractional step(x).
 """
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 
 from .errors import CFMError
 
 NUM_NOISE_STEPS = 1000
 DEFAULT_NOISE_STEP = 400
+DETAIL_WINDOW = 9
 
 
 def alpha_bars(num_steps: int = NUM_NOISE_STEPS) -> torch.Tensor:
@@ -22,6 +33,27 @@ def alpha_bars(num_steps: int = NUM_NOISE_STEPS) -> torch.Tensor:
     tau = torch.linspace(0, 1, num_steps, dtype=torch.float64)
     logsnr = -2 * torch.log(torch.tan(math.pi * tau / 2) + 1e-5)
     return torch.sigmoid(logsnr)
+
+
+def alpha_bar_map(steps: torch.Tensor, num_steps: int = NUM_NOISE_STEPS) -> torch.Tensor:
+    """ᾱ at fractional steps (a tensor of any shape, float64): the schedule of :func:`alpha_bars` between its steps."""
+    tau = steps.double().clamp(0, num_steps - 1) / (num_steps - 1)
+    return torch.sigmoid(-2 * torch.log(torch.tan(math.pi * tau / 2) + 1e-5))
+
+
+def local_detail(z: torch.Tensor, window: int = DETAIL_WINDOW) -> torch.Tensor:
+    """D of (B, C, H, W) as (B, 1, H, W): sqrt of the w × w mean of the channel-mean squared high-pass z − box_3(z)."""
+    z = z.float()
+    high = z - F.avg_pool2d(F.pad(z, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    r = window // 2
+    energy = F.pad(high.pow(2).mean(1, keepdim=True), (r, r, r, r), mode="replicate")
+    return F.avg_pool2d(energy, window, stride=1).sqrt()
+
+
+def detail_noise_steps(z_up: torch.Tensor, noise_step: int, reference: float) -> torch.Tensor:
+    """The step map noise_step · clip(D / reference, 0, 1) of ``z_up`` (B, 1, H, W), float."""
+    alpha_bar(noise_step)
+    return noise_step * (local_detail(z_up) / reference).clamp(0, 1)
 
 
 def alpha_bar(step: int, num_steps: int = NUM_NOISE_STEPS) -> float:
@@ -58,13 +90,17 @@ def batch_stable_noise(shape: tuple[int, ...], seed: int, batch_indices: list[in
     return torch.stack(parts).to(device=device, dtype=dtype)
 
 
-def noise_augment(z_up: torch.Tensor, noise_step: int = DEFAULT_NOISE_STEP, *, seed: int | None = None,
-                  noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                  batch_indices: list[int] | None = None) -> torch.Tensor:
-    """x0 = √ᾱ·z_up + √(1−ᾱ)·ε. ε comes from ``noise``, else batch-stable from ``seed``, else ``generator``."""
-    ab = alpha_bar(noise_step)
+def noise_augment(z_up: torch.Tensor, noise_step: int | torch.Tensor = DEFAULT_NOISE_STEP, *,
+                  seed: int | None = None, noise: torch.Tensor | None = None,
+                  generator: torch.Generator | None = None, batch_indices: list[int] | None = None) -> torch.Tensor:
+    """x0 = √ᾱ·z_up + √(1−ᾱ)·ε. ε comes from ``noise``, else batch-stable from ``seed``, else ``generator``.
+    ``noise_step`` is an integer or a map of fractional steps broadcastable to z_up (:func:`detail_noise_steps`)."""
     if noise is None:
         noise = gaussian_like(z_up, seed=seed, generator=generator, batch_indices=batch_indices)
+    if isinstance(noise_step, torch.Tensor):
+        ab = alpha_bar_map(noise_step)
+        return (ab.sqrt().to(z_up) * z_up + (1 - ab).sqrt().to(z_up) * noise).to(z_up.dtype)
+    ab = alpha_bar(noise_step)
     return math.sqrt(ab) * z_up + math.sqrt(1 - ab) * noise
 
 

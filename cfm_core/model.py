@@ -30,6 +30,7 @@ class CFMConfig:
     upsample: str = "psu"
     prediction: str = "velocity"  # what the network outputs: velocity (official) or residual (x̂1 − z_up)
     contrast_reference: float | None = None  # pixel-space models: flatter inputs are normalised up to it (contrast.py)
+    noise_detail: float | None = None  # detail-adaptive noise: less noise where local detail is below it (augment.py)
     training: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -64,6 +65,10 @@ class CFMConfig:
                 raise CFMError(f"contrast_reference={ref!r} must be a positive number (or null: off)")
             if spec.kind not in ("pixels", "space_to_depth"):
                 raise CFMError(f"contrast_reference applies to pixel-space models only, not to {spec.name!r} latents")
+        ref = self.noise_detail
+        if ref is not None and (isinstance(ref, bool) or not isinstance(ref, (int, float)) or not math.isfinite(ref)
+                                or ref <= 0):
+            raise CFMError(f"noise_detail={ref!r} must be a positive number (or null: the same noise everywhere)")
         if self.unet.latent_channels != self.latent.channels:
             raise CFMError(f"UNet latent_channels={self.unet.latent_channels} differs from the latent space's "
                            f"{self.latent.channels} channels")

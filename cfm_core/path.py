@@ -67,7 +67,7 @@ class LossResult:
     t: torch.Tensor
 
 
-def start_point(objective: str, z_up: torch.Tensor, noise_step: int = DEFAULT_NOISE_STEP, *,
+def start_point(objective: str, z_up: torch.Tensor, noise_step: int | torch.Tensor = DEFAULT_NOISE_STEP, *,
                 seed: int | None = None, generator: torch.Generator | None = None,
                 batch_indices: list[int] | None = None) -> torch.Tensor:
     """x0 of the ODE for ``objective``: augmented z_up (cfm), Gaussian noise (fm) or z_up itself (l1/l2)."""

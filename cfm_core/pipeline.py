@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from .autoencoders import LatentSpace, PixelSpace, SpaceToDepth
+from .augment import detail_noise_steps
 from .contrast import ContrastGain
 from .errors import CFMError
 from .model import CFMConfig, CFMModel, check_finite_output
@@ -40,6 +41,8 @@ def boost(model: CFMModel, z_up: torch.Tensor, *, solver: str | None = None, ste
     models (objective l1/l2) take one Euler step from z_up whatever ``solver``/``steps`` say. A pixel-space model
     with a ``contrast_reference`` solves flat images at that contrast and maps the result back (``contrast.py``;
     start point and context alike, so an ``x0`` override is mapped too); ``contrast_norm=False`` switches it off.
+    A model with a ``noise_detail`` reference noises each pixel at a step that falls off with the local detail of
+    z_up (``augment.py``), measured before contrast normalisation.
     """
     cfg = model.config
     model.check_latent(z_up, "z_up")
@@ -55,6 +58,8 @@ def boost(model: CFMModel, z_up: torch.Tensor, *, solver: str | None = None, ste
         if x0.shape != z_up.shape:
             raise CFMError(f"start latent {tuple(x0.shape)} and context {tuple(z_up.shape)} differ in shape")
         model.check_latent(x0, "start latent x0")  # NaN/inf from an upstream node
+    if x0 is None and cfg.objective == "cfm" and cfg.noise_detail is not None and noise_step > 0:
+        noise_step = detail_noise_steps(z_up, noise_step, cfg.noise_detail)
     contrast = None
     if cfg.contrast_reference is not None and contrast_norm:
         contrast = ContrastGain.measure(z_up, cfg.contrast_reference)

@@ -2,7 +2,7 @@
 
 usage: python scripts/choose_inference_setting.py RESULT.json [...] [--baseline bicubic] [--min-gain DB]
                                                    [--flat FLAT.json ... --flat-tolerance DB]
-                                                   [--below-swd-of METHOD]
+                                                   [--below-swd-of METHOD] [--flat-fallback]
 
 Rule (fixed before the candidates are evaluated; docs/round5-selection-rule.md): a (model, solver, steps, noise
 step) setting is eligible when, on *every* downsampling kernel the files hold, its mean PSNR is at least the
@@ -13,7 +13,8 @@ averaged over the kernels is below that model's (whose rows are then a reference
 also be an evaluate JSON file of that model alone, for files in which every model is labelled ``model``). Among the
 eligible settings the one with the lowest SWD averaged over
 the kernels wins. All settings are printed, lowest SWD first, with their worst-kernel margin, so the choice can be
-checked by eye. Exit status 1 when no setting is eligible. Files written before kernels were lists (one kernel,
+checked by eye. With ``--flat-fallback`` (round 11), when no setting meets the flat condition, the one with the highest
+flat margin among those meeting every other condition is chosen instead. Exit status 1 when no setting is eligible. Files written before kernels were lists (one kernel,
 no per-row kernel) are read as one kernel; with ``--min-gain 0`` and no ``--flat`` this is the round-3/4 rule.
 """
 import argparse
@@ -112,9 +113,14 @@ def settings_from(paths: list[str], baseline: str, min_gain: float = 0.0, flat: 
     return out
 
 
-def choose(settings: list[Setting]) -> Setting | None:
-    """Lowest mean SWD among the eligible settings; None when there is none."""
-    return min((s for s in settings if s.eligible), key=lambda s: s.swd, default=None)
+def choose(settings: list[Setting], flat_fallback: bool = False) -> Setting | None:
+    """Lowest mean SWD among the eligible settings; with ``flat_fallback`` and none eligible, the highest flat margin
+    among those that fail the flat condition only; None when there is none."""
+    chosen = min((s for s in settings if s.eligible), key=lambda s: s.swd, default=None)
+    if chosen is None and flat_fallback:
+        rest = [s for s in settings if replace(s, flat_margin=0.0).eligible and s.flat_margin != math.inf]
+        chosen = max(rest, key=lambda s: s.flat_margin, default=None)
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--below-swd-of", default=None, metavar="METHOD|JSON",
                    help="a model whose mean SWD an eligible setting must beat: its method label in the results, or "
                         "an evaluate JSON holding that model alone (on the same images)")
+    p.add_argument("--flat-fallback", action="store_true",
+                   help="when none meets the flat condition: the highest flat margin among those meeting the rest")
     a = p.parse_args(argv)
     try:
         settings = settings_from(a.results, a.baseline, a.min_gain, a.flat, a.flat_tolerance, a.below_swd_of)
@@ -135,11 +143,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for s in sorted(settings, key=lambda s: s.swd):
         print(f"{s}{'' if s.eligible else '  (not eligible)'}")
-    chosen = choose(settings)
+    chosen = choose(settings, a.flat_fallback)
     if chosen is None:
         print("chosen: none — no setting is eligible")
         return 1
-    print(f"chosen: {chosen}")
+    fallback = "" if chosen.eligible else " (flat fallback: no setting meets the flat condition)"
+    print(f"chosen{fallback}: {chosen}")
     return 0
 
 

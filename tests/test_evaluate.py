@@ -274,6 +274,13 @@ def test_choose_inference_setting_needs_the_gain_on_every_kernel_and_the_flat_im
     out = capsys.readouterr().out
     assert out.splitlines()[-1].startswith("chosen: m euler×2 noise step 25:") and "flat margin -0.10" in out
     assert chooser.main([val, "--min-gain", "2.0"]) == 1
+    # with a 0.05 dB tolerance none holds the flat images; the fallback takes the highest flat margin among the
+    # settings that hold the rest (m×1 holds the flat images best but misses the gain on lanczos)
+    assert chooser.main([val, "--min-gain", "1.0", "--flat", flat, "--flat-tolerance", "0.05"]) == 1
+    capsys.readouterr()
+    assert chooser.main([val, "--min-gain", "1.0", "--flat", flat, "--flat-tolerance", "0.05", "--flat-fallback"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("chosen (flat fallback: no setting meets the flat "
+                                                                "condition): m euler×2 noise step 25:")
 
 
 def test_choose_inference_setting_can_require_a_lower_swd_than_the_regression_model(tmp_path, capsys):
