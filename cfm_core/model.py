@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from .augment import DEFAULT_NOISE_STEP, alpha_bar
+from .augment import DEFAULT_NOISE_STEP, alpha_bar, detail_noise_steps
 from .autoencoders import LatentSpec
 from .errors import CFMError
 from .path import check_objective, check_prediction, output_to_velocity
@@ -72,6 +72,15 @@ class CFMConfig:
         if self.unet.latent_channels != self.latent.channels:
             raise CFMError(f"UNet latent_channels={self.unet.latent_channels} differs from the latent space's "
                            f"{self.latent.channels} channels")
+
+    def noise_steps(self, z_up: torch.Tensor, noise_step: int | None = None) -> int | torch.Tensor:
+        """The noise step a solve from the clean ``z_up`` (caller's units) takes: ``noise_step``, else the model's;
+        a per-pixel map when the model is detail-adaptive (``noise_detail``, augment.py) and the step is above 0."""
+        step = self.noise_step if noise_step is None else noise_step
+        if self.objective != "cfm" or self.noise_detail is None or isinstance(step, bool) or \
+                not isinstance(step, int) or step <= 0:
+            return step
+        return detail_noise_steps(z_up, step, self.noise_detail)
 
     def solve_plan(self, solver: str | None = None, steps: int | None = None) -> tuple[str, int]:
         """The solver and step count a run takes: the model's defaults where ``None``; regression models (the

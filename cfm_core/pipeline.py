@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from .autoencoders import LatentSpace, PixelSpace, SpaceToDepth
-from .augment import detail_noise_steps
 from .contrast import ContrastGain
 from .errors import CFMError
 from .model import CFMConfig, CFMModel, check_finite_output
@@ -52,14 +51,13 @@ def boost(model: CFMModel, z_up: torch.Tensor, *, solver: str | None = None, ste
     check_solver(solver or cfg.default_solver)  # a bad request is an error even where the plan overrides it
     check_steps(cfg.default_steps if steps is None else steps)
     solver, steps = cfg.solve_plan(solver, steps)
-    noise_step = cfg.noise_step if noise_step is None else noise_step
     z_up = z_up.to(model.device, torch.float32)
     if x0 is not None:
         if x0.shape != z_up.shape:
             raise CFMError(f"start latent {tuple(x0.shape)} and context {tuple(z_up.shape)} differ in shape")
         model.check_latent(x0, "start latent x0")  # NaN/inf from an upstream node
-    if x0 is None and cfg.objective == "cfm" and cfg.noise_detail is not None and noise_step > 0:
-        noise_step = detail_noise_steps(z_up, noise_step, cfg.noise_detail)
+    if x0 is None:
+        noise_step = cfg.noise_steps(z_up, noise_step)  # before contrast normalisation: the image's own detail
     contrast = None
     if cfg.contrast_reference is not None and contrast_norm:
         contrast = ContrastGain.measure(z_up, cfg.contrast_reference)

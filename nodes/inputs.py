@@ -16,7 +16,8 @@ NOISE_STEP_INPUT = ("INT", {
     "default": -1, "min": -1, "max": 999,
     "tooltip": "Noise-augmentation step of the start point (0 = none, 999 = pure noise). -1 = the model's own "
                f"({DEFAULT_NOISE_STEP} in the paper and without a model). More noise lets the model invent more "
-               "detail."})
+               "detail. A detail-adaptive model (its info says so) uses this step where the image has detail and "
+               "less where it is flat."})
 SEED_INPUT = ("INT", {
     "default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
     "tooltip": "Seed of the augmentation noise. Batch-stable: an image gets the same noise alone or in a batch."})

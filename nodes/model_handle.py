@@ -58,7 +58,7 @@ class CFMModelHandle:
         dtype = str(self.model.dtype).replace("torch.", "")
         return (f"{self.name}: ×{cfg.factor} upscaler in {space}; {count_parameters(self.model) / 1e6:.1f}M "
                 f"parameters, {dtype}; defaults {cfg.default_solver} × {cfg.default_steps} steps ({nfe_text} NFE), "
-                f"noise step {cfg.noise_step}")
+                f"noise step {cfg.noise_step}" + (" (less where the image is flat)" if cfg.noise_detail else ""))
 
 
 def wrap_model(model: CFMModel, name: str, path: str) -> CFMModelHandle:

@@ -79,7 +79,8 @@ class NoiseAugment:
         indices = batch_indices(samples, raw.shape[0])
         z = to_model_space(raw, scaling)
         if cfm_model is not None:  # the start the model was trained from (pure noise for an "fm" baseline)
-            x0 = start_point(cfm_model.config.objective, z, step, seed=int(seed), batch_indices=indices)
+            x0 = start_point(cfm_model.config.objective, z, cfm_model.config.noise_steps(z, step), seed=int(seed),
+                             batch_indices=indices)
         else:
             x0 = noise_augment(z, step, seed=int(seed), batch_indices=indices)
         return (output_latent(samples, to_raw_space(x0, scaling), cfm_context=raw.clone(), cfm_noise_step=step,

@@ -7,8 +7,7 @@ import pytest
 import torch
 from helpers import tiny_model
 
-from cfm_core.augment import (DETAIL_WINDOW, alpha_bar_map, alpha_bars, detail_noise_steps, local_detail,
-                              noise_augment)
+from cfm_core.augment import DETAIL_WINDOW, alpha_bar_map, alpha_bars, detail_noise_steps, local_detail, noise_augment
 from cfm_core.autoencoders import SpaceToDepth
 from cfm_core.checkpoint import load_model, save_model
 from cfm_core.errors import CFMError

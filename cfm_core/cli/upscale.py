@@ -98,7 +98,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="noise-augmentation seed (default 0); the same seed "
                         "gives the same output")
     parser.add_argument("--noise-step", type=int, default=None, metavar="N",
-                        help="noise-augmentation step in [0, 999] (default: the model's)")
+                        help="noise-augmentation step in [0, 999] (default: the model's); a detail-adaptive model "
+                             "uses it where the image has detail and less where it is flat (`info` shows noise_detail)")
     parser.add_argument("--tile", type=int, default=None, metavar="N",
                         help=f"latent tile size (bounded memory, faster attention on big images); 0 = off "
                              f"(default: off up to {AUTO_TILE} latent pixels per side, tiles of at most {AUTO_TILE} "
