@@ -11,10 +11,12 @@ least the baseline's − ``--flat-tolerance`` dB, and — with ``--below-swd-of 
 ordering, in which the regression model may win PSNR but the flow must win the distribution metric) — its SWD
 averaged over the kernels is below that model's (whose rows are then a reference, not a candidate; ``METHOD`` may
 also be an evaluate JSON file of that model alone, for files in which every model is labelled ``model``). Among the
-eligible settings the one with the lowest SWD averaged over the kernels wins. All settings are printed, lowest SWD first, with their worst-kernel margin, so the choice can be
-checked by eye. With ``--flat-fallback`` (round 11), when no setting meets the flat condition, the one with the highest
-flat margin among those meeting every other condition is chosen instead. Exit status 1 when no setting is eligible.
-Files written before kernels were lists (one kernel, no per-row kernel) are read as one kernel; with ``--min-gain 0`` and no ``--flat`` this is the round-3/4 rule.
+eligible settings the one with the lowest SWD averaged over the kernels wins. All settings are printed, lowest SWD
+first, with their worst-kernel margin, so the choice can be checked by eye. With ``--flat-fallback`` (round 11),
+when no setting meets the flat condition, the one with the highest flat margin among those meeting every other
+condition is chosen instead. Exit status 1 when no setting is eligible. Files written before kernels were lists (one
+kernel, no per-row kernel) are read as one kernel; with ``--min-gain 0`` and no ``--flat`` this is the round-3/4
+rule.
 """
 import argparse
 import json
