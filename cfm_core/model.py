@@ -9,6 +9,7 @@ from torch import nn
 
 from .augment import DEFAULT_NOISE_STEP, alpha_bar, detail_noise_steps
 from .autoencoders import LatentSpec
+from .contrast import contrast
 from .errors import CFMError
 from .path import check_objective, check_prediction, output_to_velocity
 from .solvers import ENDPOINT_SOLVERS, check_solver, check_steps
@@ -31,6 +32,7 @@ class CFMConfig:
     prediction: str = "velocity"  # what the network outputs: velocity (official) or residual (x̂1 − z_up)
     contrast_reference: float | None = None  # pixel-space models: flatter inputs are normalised up to it (contrast.py)
     noise_detail: float | None = None  # detail-adaptive noise: less noise where local detail is below it (augment.py)
+    noise_contrast_gate: bool = False  # detail-adaptive noise × min(1, contrast / contrast_reference)²
     training: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -69,18 +71,28 @@ class CFMConfig:
         if ref is not None and (isinstance(ref, bool) or not isinstance(ref, (int, float)) or not math.isfinite(ref)
                                 or ref <= 0):
             raise CFMError(f"noise_detail={ref!r} must be a positive number (or null: the same noise everywhere)")
+        if not isinstance(self.noise_contrast_gate, bool) or (self.noise_contrast_gate and (
+                self.noise_detail is None or self.contrast_reference is None)):
+            raise CFMError("noise_contrast_gate must be true or false, and true only with noise_detail and "
+                           "contrast_reference")
         if self.unet.latent_channels != self.latent.channels:
             raise CFMError(f"UNet latent_channels={self.unet.latent_channels} differs from the latent space's "
                            f"{self.latent.channels} channels")
 
     def noise_steps(self, z_up: torch.Tensor, noise_step: int | None = None) -> int | torch.Tensor:
         """The noise step a solve from the clean ``z_up`` (caller's units) takes: ``noise_step``, else the model's;
-        a per-pixel map when the model is detail-adaptive (``noise_detail``, augment.py) and the step is above 0."""
+        a per-pixel map when the model is detail-adaptive (``noise_detail``, augment.py) and the step is above 0;
+        with ``noise_contrast_gate`` the map of each sample is scaled by min(1, σ_b / contrast_reference)², σ_b its
+        contrast (contrast.py), so images that contrast normalisation lifts get (almost) no noise."""
         step = self.noise_step if noise_step is None else noise_step
         if self.objective != "cfm" or self.noise_detail is None or isinstance(step, bool) or \
                 not isinstance(step, int) or step <= 0:
             return step
-        return detail_noise_steps(z_up, step, self.noise_detail)
+        steps = detail_noise_steps(z_up, step, self.noise_detail)
+        if self.noise_contrast_gate:
+            ratio = (contrast(z_up) / self.contrast_reference).clamp(max=1.0)
+            steps = steps * ratio.pow(2).reshape(-1, 1, 1, 1)
+        return steps
 
     def solve_plan(self, solver: str | None = None, steps: int | None = None) -> tuple[str, int]:
         """The solver and step count a run takes: the model's defaults where ``None``; regression models (the

@@ -65,6 +65,8 @@ def main() -> None:
     p.add_argument("--noise-detail", default=None, metavar="D|none",
                    help="the detail reference itself (what --noise-detail-from prints), or none: the same noise "
                         "everywhere")
+    p.add_argument("--noise-contrast-gate", action="store_true",
+                   help="detail-adaptive noise also scaled by min(1, contrast / contrast reference)²")
     p.add_argument("--crop", type=int, default=128, help="training crop size for the references")
     a = p.parse_args()
     src = load_model(a.src)
@@ -83,9 +85,11 @@ def main() -> None:
         print(f"median local detail of z_up over the training crops: {detail:.5f}")
     elif a.noise_detail is not None:
         cfg = dataclasses.replace(cfg, noise_detail=None if a.noise_detail == "none" else float(a.noise_detail))
+    cfg = dataclasses.replace(cfg, noise_contrast_gate=a.noise_contrast_gate)
     export_model(src.net.state_dict(), cfg, a.dst, a.dtype, training)
     print(f"wrote {a.dst}: solver {cfg.default_solver}, steps {cfg.default_steps}, noise step {cfg.noise_step}, "
-          f"contrast reference {cfg.contrast_reference}, noise detail {cfg.noise_detail}")
+          f"contrast reference {cfg.contrast_reference}, noise detail {cfg.noise_detail}"
+          f"{', contrast-gated' if cfg.noise_contrast_gate else ''}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from helpers import tiny_model
 from cfm_core.augment import DETAIL_WINDOW, alpha_bar_map, alpha_bars, detail_noise_steps, local_detail, noise_augment
 from cfm_core.autoencoders import SpaceToDepth
 from cfm_core.checkpoint import load_model, save_model
+from cfm_core.contrast import contrast
 from cfm_core.errors import CFMError
 from cfm_core.pipeline import boost
 
@@ -81,3 +82,19 @@ def test_the_reference_is_saved_checked_and_absent_by_default(tmp_path):
     for bad in (0, -1.0, float("inf"), True, "0.1"):
         with pytest.raises(CFMError, match="noise_detail=.* must be a positive number"):
             dataclasses.replace(config, noise_detail=bad)
+
+
+def test_the_contrast_gate_takes_the_noise_from_faded_images_only():
+    model = pixel_model(0.01)
+    model.config = dataclasses.replace(model.config, contrast_reference=0.4, noise_contrast_gate=True)
+    texture = torch.randn(1, 12, 16, 16, generator=torch.Generator().manual_seed(4))
+    contrasty = 0.5 * texture / texture.std()  # contrast 0.5 ≥ 0.4: untouched, full step where detailed
+    faded = 0.1 * texture / texture.std()  # contrast 0.1: (0.1 / 0.4)² of the step
+    both = torch.cat([contrasty, faded])
+    ungated = dataclasses.replace(model.config, noise_contrast_gate=False).noise_steps(both)
+    gated = model.config.noise_steps(both)
+    assert torch.allclose(gated[0], ungated[0]) and ungated[1].min() == 200
+    assert float(contrast(faded)[0]) == pytest.approx(0.1, rel=0.01)
+    assert torch.allclose(gated[1], ungated[1] * (contrast(faded)[0] / 0.4) ** 2, rtol=1e-5)
+    with pytest.raises(CFMError, match="noise_contrast_gate"):
+        dataclasses.replace(model.config, contrast_reference=None)
