@@ -16,6 +16,12 @@ from .solvers import ENDPOINT_SOLVERS, check_solver, check_steps
 from .unet import UNetConfig, VelocityUNet
 
 
+def _check_positive_or_null(name: str, value, null_means: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or
+                              not math.isfinite(value) or value <= 0):
+        raise CFMError(f"{name}={value!r} must be a positive number (or null: {null_means})")
+
+
 @dataclass(frozen=True)
 class CFMConfig:
     """Everything a checkpoint says about itself. Stored as JSON in the safetensors metadata."""
@@ -61,16 +67,10 @@ class CFMConfig:
                                (" other than 0" if name == "scale_factor" else ""))
         if self.factor not in (2, 4):
             raise CFMError(f"upscale factor={self.factor} is unsupported; use 2 (or 4)")
-        ref = self.contrast_reference
-        if ref is not None:
-            if isinstance(ref, bool) or not isinstance(ref, (int, float)) or not math.isfinite(ref) or ref <= 0:
-                raise CFMError(f"contrast_reference={ref!r} must be a positive number (or null: off)")
-            if spec.kind not in ("pixels", "space_to_depth"):
-                raise CFMError(f"contrast_reference applies to pixel-space models only, not to {spec.name!r} latents")
-        ref = self.noise_detail
-        if ref is not None and (isinstance(ref, bool) or not isinstance(ref, (int, float)) or not math.isfinite(ref)
-                                or ref <= 0):
-            raise CFMError(f"noise_detail={ref!r} must be a positive number (or null: the same noise everywhere)")
+        _check_positive_or_null("contrast_reference", self.contrast_reference, "off")
+        _check_positive_or_null("noise_detail", self.noise_detail, "the same noise everywhere")
+        if self.contrast_reference is not None and spec.kind not in ("pixels", "space_to_depth"):
+            raise CFMError(f"contrast_reference applies to pixel-space models only, not to {spec.name!r} latents")
         if not isinstance(self.noise_contrast_gate, bool) or (self.noise_contrast_gate and (
                 self.noise_detail is None or self.contrast_reference is None)):
             raise CFMError("noise_contrast_gate must be true or false, and true only with noise_detail and "
@@ -85,10 +85,9 @@ class CFMConfig:
         with ``noise_contrast_gate`` the map of each sample is scaled by min(1, σ_b / contrast_reference)², σ_b its
         contrast (contrast.py), so images that contrast normalisation lifts get (almost) no noise."""
         step = self.noise_step if noise_step is None else noise_step
-        if self.objective != "cfm" or self.noise_detail is None or isinstance(step, bool) or \
-                not isinstance(step, int) or step <= 0:
+        if self.objective != "cfm" or self.noise_detail is None or step == 0:
             return step
-        steps = detail_noise_steps(z_up, step, self.noise_detail)
+        steps = detail_noise_steps(z_up, step, self.noise_detail)  # refuses a bad step as noise_augment would
         if self.noise_contrast_gate:
             ratio = (contrast(z_up) / self.contrast_reference).clamp(max=1.0)
             steps = steps * ratio.pow(2).reshape(-1, 1, 1, 1)
