@@ -167,9 +167,10 @@ class CFMModel(nn.Module):
                            f"({self.config.latent.name}) latents; use a model trained for this latent space")
         if isinstance(t, torch.Tensor) and t.numel() not in (1, x_t.shape[0]):
             raise CFMError(f"t has {t.numel()} values for a batch of {x_t.shape[0]}; pass one t or one per sample")
-        # the network runs in the model's dtype; the velocity is formed from the caller's x_t and z_up (float32 in
-        # boost), so a bf16/fp16 model does not also round the latents it adds its output to
-        out = self.net(x_t.to(self.dtype), t, z_up.to(self.dtype))
+        # the network's body runs in the model's dtype, its first and last convolutions in float32 (unet.py); the
+        # velocity is formed from the caller's x_t and z_up (float32 in boost), so a bf16/fp16 model does not also
+        # round the latents it adds its output to
+        out = self.net(x_t.float(), t, z_up.float())
         cfg = self.config
         v = output_to_velocity(out, x_t, t, z_up, cfg.prediction, cfg.sigma_min).to(x_t.dtype)
         check_finite_output(v, self.dtype)

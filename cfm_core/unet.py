@@ -271,17 +271,33 @@ class VelocityUNet(nn.Module):
         h = torch.cat([x_t, z_up], dim=1)
         if pad_h or pad_w:  # pad to the network's stride, crop the velocity back
             h = F.pad(h, (0, pad_w, 0, pad_h), mode="replicate")
-        weight_dtype = self.out[2].weight.dtype
-        emb = self.time_embed(timestep_embedding(t, self.config.model_channels).to(weight_dtype))
-        h = h.to(weight_dtype)
-        skips = []
-        for block in self.input_blocks:
+        body = self.out[2].weight.dtype
+        emb = self.time_embed(timestep_embedding(t, self.config.model_channels).to(body))
+        conv_in = self.input_blocks[0][0]
+        h = _float32_conv(conv_in, h).to(body)
+        skips = [h]
+        for block in self.input_blocks[1:]:
             h = self._run(block, h, emb)
             skips.append(h)
         h = self._run(self.middle_block, h, emb)
         for block in self.output_blocks:
             h = self._run(block, torch.cat([h, skips.pop()], dim=1), emb)
-        return self.out(h)[:, :, :height, :width]
+        norm, act, conv_out = self.out
+        h = act(F.group_norm(h.float(), norm.num_groups, norm.weight.float(), norm.bias.float(), norm.eps))
+        return _float32_conv(conv_out, h)[:, :, :height, :width]
+
+
+def _float32_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` in float32 whatever the weights' dtype: the network's two edges.
+
+    A bf16/fp16 network keeps 8 (11) significant bits. Rounding the input latents to that before the first
+    convolution turns a smooth gradient into steps of about 1/256 of its value, which the network reads as edges
+    and sharpens; rounding the last layer rounds the residual it outputs. Both edges are a small share of the
+    compute (one convolution each at full resolution), so they run in float32 and only the body is reduced.
+    Under autocast (training) the convolution follows autocast as before.
+    """
+    return F.conv2d(x.float(), conv.weight.float(), None if conv.bias is None else conv.bias.float(),
+                    conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -202,3 +202,27 @@ def test_presets_and_bad_configs():
     with pytest.raises(CFMError, match="newer"):
         UNetConfig.from_dict({**UNetConfig().to_dict(), "rotary": True})
     assert UNetConfig.from_dict(preset("tiny", 12).to_dict()) == preset("tiny", 12)
+
+
+def test_a_reduced_precision_network_reads_its_input_latents_unrounded():
+    """A bf16 body with float32 edges: the first convolution sees the latents before bf16 rounds them (which turns a
+    smooth gradient into steps) and the output is float32, so it is closer to the fp32 network than the same bf16
+    network fed pre-rounded latents (what it computed when the whole network ran in bf16)."""
+    from cfm_core.bundled import require_bundled_model
+    from cfm_core.checkpoint import load_model
+
+    net32 = load_model(require_bundled_model()).net
+    net16 = load_model(require_bundled_model(), dtype=torch.bfloat16).net
+    gen = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(0.2, 0.9, 64), torch.linspace(0.3, 0.8, 64), indexing="ij")
+    z = (0.5 * yy + 0.5 * xx).expand(1, 12, 64, 64) + 0.002 * torch.randn(1, 12, 64, 64, generator=gen)
+    t = torch.tensor([0.5])
+    with torch.no_grad():
+        reference, edges = net32(z, t, z), net16(z, t, z)
+        rounded = net16(z.bfloat16().float(), t, z.bfloat16().float())
+    assert edges.dtype == torch.float32 and next(net16.parameters()).dtype == torch.bfloat16
+
+    def rms(a: torch.Tensor) -> float:
+        return a.pow(2).mean().sqrt().item()
+
+    assert rms(edges - reference) < 0.9 * rms(rounded - reference)
