@@ -1,7 +1,7 @@
 """Apply the bundled model's selection rule to `cfm_core evaluate --out-json` results (validation images only).
 
 usage: python scripts/choose_inference_setting.py RESULT.json [...] [--baseline bicubic] [--min-gain DB]
-                                                   [--flat FLAT.json ... --flat-tolerance DB]
+                                                   [--flat FLAT.json ... --flat-tolerance DB [--flat-mean]]
                                                    [--below-swd-of METHOD] [--flat-fallback]
 
 Rule (fixed before the candidates are evaluated; docs/round5-selection-rule.md): a (model, solver, steps, noise
@@ -14,9 +14,10 @@ also be an evaluate JSON file of that model alone, for files in which every mode
 eligible settings the one with the lowest SWD averaged over the kernels wins. All settings are printed, lowest SWD
 first, with their worst-kernel margin, so the choice can be checked by eye. With ``--flat-fallback`` (round 11),
 when no setting meets the flat condition, the one with the highest flat margin among those meeting every other
-condition is chosen instead. Exit status 1 when no setting is eligible. Files written before kernels were lists (one
-kernel, no per-row kernel) are read as one kernel; with ``--min-gain 0`` and no ``--flat`` this is the round-3/4
-rule.
+condition is chosen instead. With ``--flat-mean`` (round 12) each flat file is a set of its own and must hold on
+its PSNR averaged over the kernels, as the issue's check on the flat test images does. Exit status 1 when no
+setting is eligible. Files written before kernels were lists (one kernel, no per-row kernel) are read as one
+kernel; with ``--min-gain 0`` and no ``--flat`` this is the round-3/4 rule.
 """
 import argparse
 import json
@@ -76,10 +77,22 @@ def read_rows(paths: list[str], baseline: str) -> tuple[dict[Key, dict[str, tupl
     return models, {k: v.pop() for k, v in base.items()}
 
 
+def _mean_margin(flat_set, key: Key, tolerance: float) -> float:
+    """One flat file: the setting's PSNR averaged over the kernels − (the baseline's average − ``tolerance``)."""
+    path, models, base = flat_set
+    if key not in models:
+        raise ValueError(f"{key[0]} {key[1]}×{key[2]} noise {key[3]} is missing from the --flat file {path}")
+    if set(models[key]) != set(base):
+        raise ValueError(f"{path}: {key[0]} has kernels {sorted(models[key])} but the baseline has {sorted(base)}")
+    return (sum(models[key][k][0] - base[k] for k in base) / len(base)) + tolerance
+
+
 def settings_from(paths: list[str], baseline: str, min_gain: float = 0.0, flat: list[str] | None = None,
-                  flat_tolerance: float = 0.2, below_swd_of: str | None = None) -> list[Setting]:
+                  flat_tolerance: float = 0.2, below_swd_of: str | None = None,
+                  flat_mean: bool = False) -> list[Setting]:
     models, base = read_rows(paths, baseline)
-    flat_models, flat_base = read_rows(flat, baseline) if flat else ({}, {})
+    flat_models, flat_base = read_rows(flat, baseline) if flat and not flat_mean else ({}, {})
+    flat_sets = [(path, *read_rows([path], baseline)) for path in flat] if flat and flat_mean else []
     reference = math.inf
     if below_swd_of is not None:
         if os.path.isfile(below_swd_of):  # an evaluate JSON of the reference model alone (same images)
@@ -102,7 +115,9 @@ def settings_from(paths: list[str], baseline: str, min_gain: float = 0.0, flat: 
                              f"baseline has {sorted(base)}")
         margin = min(by_kernel[k][0] - base[k] - min_gain for k in base)
         flat_margin = math.inf
-        if flat:
+        if flat and flat_mean:  # each file a set of its own: its mean over kernels, the worst set counts
+            flat_margin = min(_mean_margin(flat_set, key, flat_tolerance) for flat_set in flat_sets)
+        elif flat:
             if key not in flat_models:
                 raise ValueError(f"{key[0]} {key[1]}×{key[2]} noise {key[3]} is missing from the --flat files")
             flat_margin = min(flat_models[key][k][0] - flat_base[k] + flat_tolerance for k in flat_base)
@@ -136,9 +151,13 @@ def main(argv: list[str] | None = None) -> int:
                         "an evaluate JSON holding that model alone (on the same images)")
     p.add_argument("--flat-fallback", action="store_true",
                    help="when none meets the flat condition: the highest flat margin among those meeting the rest")
+    p.add_argument("--flat-mean", action="store_true",
+                   help="each --flat file is a set of its own, held on its PSNR averaged over the kernels (the "
+                        "issue's flat check) instead of on every kernel of the pooled files")
     a = p.parse_args(argv)
     try:
-        settings = settings_from(a.results, a.baseline, a.min_gain, a.flat, a.flat_tolerance, a.below_swd_of)
+        settings = settings_from(a.results, a.baseline, a.min_gain, a.flat, a.flat_tolerance, a.below_swd_of,
+                                 a.flat_mean)
     except (OSError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -315,3 +315,35 @@ def test_the_swd_reference_can_be_a_file_of_its_own(tmp_path, capsys):
     other = write_result(tmp_path / "other.json", 100, {"box": 29.0}, [("model", 1, 32.0, 4.0, "box")])
     assert chooser.main([cfm, "--below-swd-of", other]) == 2
     assert "not the same images" in capsys.readouterr().err
+
+
+def test_flat_mean_holds_each_flat_set_on_its_mean_over_kernels(tmp_path, capsys):
+    chooser = load_script("choose_inference_setting")
+    base = {"box": 30.0, "lanczos": 32.0}
+    val = write_result(tmp_path / "val.json", 25, base, [
+        ("m", 2, 31.5, 5.0, "box"), ("m", 2, 33.5, 5.0, "lanczos"),
+        ("m", 4, 31.2, 4.0, "box"), ("m", 4, 33.2, 4.0, "lanczos")])
+    # set A: m×4 loses 0.5 dB on lanczos but gains 0.3 on box (mean −0.1: holds); set B (other images, other
+    # bicubic PSNRs): m×4 loses 0.3 on average (fails), m×2 0.1 (holds)
+    flat_a = write_result(tmp_path / "a.json", 25, {"box": 50.0, "lanczos": 51.0}, [
+        ("m", 2, 50.0, 1.0, "box"), ("m", 2, 51.0, 1.0, "lanczos"),
+        ("m", 4, 50.3, 1.0, "box"), ("m", 4, 50.5, 1.0, "lanczos")])
+    flat_b = write_result(tmp_path / "b.json", 25, {"box": 40.0, "lanczos": 41.0}, [
+        ("m", 2, 39.9, 1.0, "box"), ("m", 2, 40.9, 1.0, "lanczos"),
+        ("m", 4, 39.7, 1.0, "box"), ("m", 4, 40.7, 1.0, "lanczos")])
+    assert chooser.main([val, "--min-gain", "1.0", "--flat", flat_a, "--flat-mean"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1].startswith("chosen: m euler×4") and "flat margin +0.10" in out
+    assert chooser.main([val, "--min-gain", "1.0", "--flat", flat_a]) == 0  # per kernel: m×4 fails lanczos by 0.3
+    assert capsys.readouterr().out.splitlines()[-1].startswith("chosen: m euler×2")
+    assert chooser.main([val, "--min-gain", "1.0", "--flat", flat_a, flat_b, "--flat-mean"]) == 0  # B is the worst
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1].startswith("chosen: m euler×2") and "flat margin -0.10" in out
+    missing = write_result(tmp_path / "c.json", 25, {"box": 40.0, "lanczos": 41.0},
+                           [("m", 2, 39.9, 1.0, "box"), ("m", 2, 40.9, 1.0, "lanczos")])  # no m×4
+    assert chooser.main([val, "--flat", missing, "--flat-mean"]) == 2
+    assert "m euler×4 noise 25 is missing from the --flat file" in capsys.readouterr().err
+    one_kernel = write_result(tmp_path / "d.json", 25, {"box": 40.0, "lanczos": 41.0},
+                              [("m", 2, 39.9, 1.0, "box"), ("m", 4, 39.9, 1.0, "box"), ("m", 4, 40.9, 1.0, "lanczos")])
+    assert chooser.main([val, "--flat", one_kernel, "--flat-mean"]) == 2
+    assert "m has kernels ['box'] but the baseline has" in capsys.readouterr().err
