@@ -336,14 +336,49 @@ def test_flat_mean_holds_each_flat_set_on_its_mean_over_kernels(tmp_path, capsys
     assert out.splitlines()[-1].startswith("chosen: m euler×4") and "flat margin +0.10" in out
     assert chooser.main([val, "--min-gain", "1.0", "--flat", flat_a]) == 0  # per kernel: m×4 fails lanczos by 0.3
     assert capsys.readouterr().out.splitlines()[-1].startswith("chosen: m euler×2")
-    assert chooser.main([val, "--min-gain", "1.0", "--flat", flat_a, flat_b, "--flat-mean"]) == 0  # B is the worst
-    out = capsys.readouterr().out
+    assert chooser.main([val, "--min-gain", "1.0", "--flat", flat_a, "--flat", flat_b, "--flat-mean"]) == 0
+    out = capsys.readouterr().out  # B is the worse set
     assert out.splitlines()[-1].startswith("chosen: m euler×2") and "flat margin -0.10" in out
+    assert chooser.main([val, "--flat", flat_a, flat_b, "--flat-mean"]) == 2  # one set, two kinds of images
+    assert "different PSNRs for one kernel" in capsys.readouterr().err
+    # a set may come as one file per setting (one evaluation per model file)
+    b2 = write_result(tmp_path / "b2.json", 25, {"box": 40.0, "lanczos": 41.0},
+                      [("m", 2, 39.9, 1.0, "box"), ("m", 2, 40.9, 1.0, "lanczos")])
+    b4 = write_result(tmp_path / "b4.json", 25, {"box": 40.0, "lanczos": 41.0},
+                      [("m", 4, 39.7, 1.0, "box"), ("m", 4, 40.7, 1.0, "lanczos")])
+    assert chooser.main([val, "--min-gain", "1.0", "--flat", flat_a, "--flat", b2, b4, "--flat-mean"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("chosen: m euler×2")
     missing = write_result(tmp_path / "c.json", 25, {"box": 40.0, "lanczos": 41.0},
                            [("m", 2, 39.9, 1.0, "box"), ("m", 2, 40.9, 1.0, "lanczos")])  # no m×4
     assert chooser.main([val, "--flat", missing, "--flat-mean"]) == 2
-    assert "m euler×4 noise 25 is missing from the --flat file" in capsys.readouterr().err
+    assert "m euler×4 noise 25 is missing from the --flat files" in capsys.readouterr().err
     one_kernel = write_result(tmp_path / "d.json", 25, {"box": 40.0, "lanczos": 41.0},
                               [("m", 2, 39.9, 1.0, "box"), ("m", 4, 39.9, 1.0, "box"), ("m", 4, 40.9, 1.0, "lanczos")])
     assert chooser.main([val, "--flat", one_kernel, "--flat-mean"]) == 2
     assert "m has kernels ['box'] but the baseline has" in capsys.readouterr().err
+
+
+def test_an_swd_margin_then_the_highest_flat_margin(tmp_path, capsys):
+    chooser = load_script("choose_inference_setting")
+    base = {"box": 30.0}
+    # SWD: the L2 reference 5.0; m×1 4.9 (0.1 below), m×2 4.7 (0.3 below), m×4 4.5 (0.5 below); all gain ≥ 1 dB
+    cfm = write_result(tmp_path / "cfm.json", 0, base, [("model", 1, 31.9, 4.9, "box"), ("model", 2, 31.6, 4.7, "box"),
+                                                         ("model", 4, 31.3, 4.5, "box")])
+    l2 = write_result(tmp_path / "l2.json", 100, base, [("model", 1, 32.0, 5.0, "box")])
+    # flat images: m×1 +0.1 over bicubic, m×2 −0.05, m×4 −0.15 (all within 0.2)
+    flat = write_result(tmp_path / "flat.json", 0, {"box": 50.0}, [
+        ("model", 1, 50.1, 1.0, "box"), ("model", 2, 49.95, 1.0, "box"), ("model", 4, 49.85, 1.0, "box")])
+    common = [cfm, "--min-gain", "1.0", "--below-swd-of", l2, "--flat", flat, "--flat-mean"]
+    assert chooser.main(common) == 0  # the lowest SWD
+    assert capsys.readouterr().out.splitlines()[-1].startswith("chosen: model euler×4")
+    assert chooser.main(common + ["--prefer", "flat"]) == 0  # m×1 is flattest but only 0.1 below the reference...
+    assert capsys.readouterr().out.splitlines()[-1].startswith("chosen: model euler×1")
+    assert chooser.main(common + ["--prefer", "flat", "--min-swd-margin", "0.2"]) == 0  # ...which is now too little
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1].startswith("chosen: model euler×2") and out.count("(not eligible)") == 1
+    assert chooser.main(common + ["--min-swd-margin", "0.6"]) == 1
+    capsys.readouterr()
+    assert chooser.main([cfm, "--min-swd-margin", "0.2"]) == 2
+    assert chooser.main([cfm, "--prefer", "flat"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert "needs --below-swd-of" in err[0] and "needs --flat" in err[1]
