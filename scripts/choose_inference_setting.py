@@ -125,7 +125,7 @@ def settings_from(paths: list[str], baseline: str, min_gain: float = 0.0,
                              f"baseline has {sorted(base)}")
         margin = min(by_kernel[k][0] - base[k] - min_gain for k in base)
         flat_margin = math.inf
-        if flat and flat_mean:  # each file a set of its own: its mean over kernels, the worst set counts
+        if flat and flat_mean:  # each --flat a set of its own: its mean over kernels, the worst set counts
             flat_margin = min(_mean_margin(flat_set, key, flat_tolerance) for flat_set in flat_sets)
         elif flat:
             if key not in flat_models:
