@@ -15,8 +15,8 @@ usage: python scripts/export_fresh_art.py OUT_DIR [--cache DIR]
 import argparse
 import glob
 import os
-import subprocess
 
+from export_wallpaper_photos import unpack  # scripts/ is on sys.path when this file runs
 from PIL import Image
 
 from cfm_core.checkpoint import atomic_write
@@ -25,18 +25,6 @@ PACKAGES = {"ukui-wallpapers": "usr/share/backgrounds/*.*", "gnome-backgrounds":
 LONG_SIDE = 640
 MIN_SIDE = 1024
 FOLDER = "fresh-art"
-
-
-def unpack(package: str, cache: str) -> str:
-    """Download ``package``'s .deb into ``cache`` once and unpack it; the unpacked root."""
-    os.makedirs(cache, exist_ok=True)
-    pattern = os.path.join(cache, f"{package}_*.deb")
-    if not glob.glob(pattern):
-        subprocess.run(["apt-get", "download", package], cwd=cache, check=True)
-    root = os.path.join(cache, package)
-    if not os.path.isdir(root):
-        subprocess.run(["dpkg-deb", "-x", sorted(glob.glob(pattern))[-1], root], check=True)
-    return root
 
 
 def main() -> None:
