@@ -168,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flat-fallback", action="store_true",
                    help="when none meets the flat condition: the highest flat margin among those meeting the rest")
     p.add_argument("--flat-mean", action="store_true",
-                   help="each --flat file is a set of its own, held on its PSNR averaged over the kernels (the "
-                        "issue's flat check) instead of on every kernel of the pooled files")
+                   help="each --flat is a set of its own, held on its PSNR averaged over the kernels (the issue's "
+                        "flat check) instead of on every kernel of the pooled files")
     p.add_argument("--min-swd-margin", type=float, default=0.0,
                    help="with --below-swd-of: how far below the reference's SWD an eligible setting must be "
                         "(default: just below)")
